@@ -1,0 +1,216 @@
+//! The HTTP client: one POST of a batch of rows, with timeouts, and retries
+//! with backoff while the failure is the kind that passes (the service is
+//! still starting, restarting, or overloaded).
+//!
+//! The wire format lives in `rows`; this module only moves bytes and decides
+//! which failures to retry.
+
+use std::hash::{BuildHasher, RandomState};
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use miniserde::json::Value;
+use ureq::Agent;
+
+use crate::config::{Config, ServiceUrl};
+use crate::error::Error;
+use crate::rows::{self, Row};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Statuses that mean "not now" rather than "no": a proxy or load balancer in
+/// front of a service that is starting, or a service shedding load.
+const TRANSIENT_STATUSES: [u16; 4] = [429, 502, 503, 504];
+
+pub struct Client {
+    agent: Agent,
+    url: ServiceUrl,
+    retry_deadline: Duration,
+    max_response_bytes: u64,
+    retries: AtomicU64,
+}
+
+/// How one attempt failed.
+enum Failure {
+    /// Worth another attempt until the retry deadline.
+    Transient(String),
+    Fatal(Error),
+}
+
+impl Client {
+    pub fn new(config: &Config) -> Client {
+        let agent = Agent::config_builder()
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_global(Some(config.request_timeout))
+            // Status codes are ours to judge; a 3xx answer to a POST is an
+            // error to report, not a hop to follow.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            // Service-to-service traffic stays inside the SPCS network; an
+            // HTTP_PROXY meant for egress must not capture it.
+            .proxy(None)
+            .user_agent(concat!("service-to-service/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Client {
+            agent,
+            url: config.service.clone(),
+            retry_deadline: config.retry_deadline,
+            max_response_bytes: config.max_response_bytes,
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    pub fn url(&self) -> &ServiceUrl {
+        &self.url
+    }
+
+    /// Retries so far, over all batches.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Sends `batch` (ascending indices) and returns one reply value per row,
+    /// in the same order.
+    pub fn send(&self, batch: &[Row]) -> Result<Vec<Value>, Error> {
+        let body = rows::encode_request(batch);
+        let sent: Vec<u64> = batch.iter().map(|row| row.index).collect();
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let cause = match self.attempt(&body, &sent) {
+                Ok(values) => return Ok(values),
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Transient(cause)) => cause,
+            };
+            let elapsed = started.elapsed();
+            let Some(left) = self
+                .retry_deadline
+                .checked_sub(elapsed)
+                .filter(|d| !d.is_zero())
+            else {
+                return Err(Error::Unreachable {
+                    url: self.url.to_string(),
+                    attempts: attempt,
+                    elapsed,
+                    cause,
+                });
+            };
+            let delay = backoff(attempt).min(left);
+            log::warn!(
+                "Attempt {attempt} to reach {} failed: {cause}; retrying in {:.2}s",
+                self.url,
+                delay.as_secs_f64()
+            );
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    fn attempt(&self, body: &str, sent: &[u64]) -> Result<Vec<Value>, Failure> {
+        let mut response = self
+            .agent
+            .post(self.url.as_request_url())
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .send(body)
+            .map_err(|e| self.classify(e))?;
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(self.max_response_bytes)
+            .read_to_vec()
+            .map_err(|e| self.classify(e))?;
+
+        if TRANSIENT_STATUSES.contains(&status) {
+            return Err(Failure::Transient(format!("HTTP {status}")));
+        }
+        let protocol =
+            |problem: String| Failure::Fatal(Error::protocol(&self.url.to_string(), problem));
+        match status {
+            200..=299 => rows::decode_reply(&body, sent).map_err(protocol),
+            300..=399 => Err(protocol(format!(
+                "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
+                location.as_deref().unwrap_or("(no Location header)")
+            ))),
+            _ => Err(protocol(format!("HTTP {status}: {}", rows::preview(&body)))),
+        }
+    }
+
+    fn classify(&self, error: ureq::Error) -> Failure {
+        use ureq::Error as E;
+        match error {
+            E::HostNotFound => Failure::Transient("host not found (DNS)".to_owned()),
+            E::ConnectionFailed => Failure::Transient("connection failed".to_owned()),
+            E::Timeout(which) => Failure::Transient(format!("timed out ({which})")),
+            E::Io(io) => match io.kind() {
+                ErrorKind::ConnectionRefused => Failure::Transient("connection refused".to_owned()),
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => Failure::Transient("connection reset".to_owned()),
+                // The peer closed mid-exchange: a restart looks exactly like this.
+                ErrorKind::UnexpectedEof => {
+                    Failure::Transient("connection closed before the reply was complete".to_owned())
+                }
+                ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+                    Failure::Transient("timed out".to_owned())
+                }
+                ErrorKind::NotConnected
+                | ErrorKind::AddrNotAvailable
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::NetworkDown => Failure::Transient(format!("network error: {io}")),
+                _ => Failure::Fatal(Error::protocol(
+                    &self.url.to_string(),
+                    format!("I/O error: {io}"),
+                )),
+            },
+            E::BodyExceedsLimit(limit) => Failure::Fatal(Error::protocol(
+                &self.url.to_string(),
+                format!("reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"),
+            )),
+            E::BadUri(problem) => Failure::Fatal(Error::config("SERVICE_URL", problem)),
+            other => Failure::Fatal(Error::protocol(&self.url.to_string(), other.to_string())),
+        }
+    }
+}
+
+/// Exponential from 100 ms, capped at 5 s, with "equal jitter": half the step
+/// is fixed and half random, so that replicas started together spread out.
+fn backoff(attempt: u32) -> Duration {
+    let step = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let half = step / 2;
+    let random = RandomState::new().hash_one(attempt) % (half.as_micros() as u64 + 1);
+    half + Duration::from_micros(random)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        for attempt in 1..40 {
+            let step =
+                Duration::from_millis(100 * (1u64 << (attempt - 1).min(16))).min(MAX_BACKOFF);
+            let delay = backoff(attempt);
+            assert!(
+                delay >= step / 2 && delay <= step,
+                "attempt {attempt}: {delay:?}"
+            );
+        }
+        let delays: std::collections::HashSet<_> = (0..20).map(|_| backoff(10)).collect();
+        assert!(delays.len() > 1, "no jitter");
+    }
+}

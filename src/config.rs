@@ -1,0 +1,518 @@
+//! The job's configuration: every environment variable it reads, its default,
+//! and the checks that turn a bad value into a clear `Error::Config`.
+//!
+//! Everything is read and checked once, before any request is sent, so a typo
+//! in a specification fails the job at once with exit 64 instead of after the
+//! retry deadline.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// One line of `--help` per variable: name, default, meaning.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "SERVICE_URL",
+        "http://localhost:8080/echo",
+        "endpoint that speaks the service-function row format (http only)",
+    ),
+    (
+        "ECHO_TEXT",
+        "Hello",
+        "the single row sent when INPUT_FILE is unset",
+    ),
+    (
+        "INPUT_FILE",
+        "(unset)",
+        "UTF-8 file with one row per line; - reads stdin",
+    ),
+    (
+        "OUTPUT_FILE",
+        "(unset)",
+        "JSON lines [index, reply], written atomically; {index} becomes SNOWFLAKE_JOB_INDEX",
+    ),
+    ("BATCH_SIZE", "100", "rows per request"),
+    ("CONCURRENCY", "1", "requests in flight at once"),
+    ("CONNECT_TIMEOUT", "5s", "per connection attempt"),
+    (
+        "REQUEST_TIMEOUT",
+        "30s",
+        "per attempt, from connect to the last byte of the reply",
+    ),
+    (
+        "RETRY_DEADLINE",
+        "60s",
+        "how long transient failures are retried (0 = never)",
+    ),
+    (
+        "MAX_RESPONSE_BYTES",
+        "10485760",
+        "largest reply body accepted, in bytes",
+    ),
+    (
+        "SNOWFLAKE_JOBS_COUNT",
+        "1",
+        "replicas in the job (set by SPCS); rows are split by index modulo this",
+    ),
+    (
+        "SNOWFLAKE_JOB_INDEX",
+        "0",
+        "this replica's 0-based index (set by SPCS)",
+    ),
+    (
+        "RUST_LOG",
+        "info",
+        "log level: error, warn, info, debug, trace or off",
+    ),
+];
+
+/// The `--help` text: what the job does, every variable with its default,
+/// and the exit codes.
+pub fn help() -> String {
+    let mut text = String::from(
+        "service-to-service: POST rows to a Snowpark Container Services service and check\n\
+         every reply. Settings come from the environment:\n\n",
+    );
+    for (name, default, meaning) in VARIABLES {
+        text.push_str(&format!("  {name:<21} {default:<27} {meaning}\n"));
+    }
+    text.push_str(
+        "\nExit status: 0 every row answered; 64 bad configuration; 65 bad input data;\n\
+         66 input file missing; 69 service unreachable until RETRY_DEADLINE; 73 output\n\
+         file cannot be created; 74 I/O error; 76 the service answered wrongly;\n\
+         130 SIGINT; 143 SIGTERM.\n",
+    );
+    text
+}
+
+/// Durations above this are almost certainly a unit mistake (`60000` meant as ms).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_BATCH_SIZE: usize = 100_000;
+const MAX_CONCURRENCY: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceUrl,
+    pub input: Input,
+    pub output: Option<PathBuf>,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retry_deadline: Duration,
+    pub max_response_bytes: u64,
+    pub shard: Shard,
+}
+
+/// Where the rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The tutorial's single row, `ECHO_TEXT`.
+    Single(String),
+    File(PathBuf),
+    Stdin,
+}
+
+/// Which rows this replica owns: those whose index modulo `count` is `index`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub fn owns(&self, row: u64) -> bool {
+        row % self.count == self.index
+    }
+}
+
+/// A checked `http://` URL. `Display` and `Debug` hide any password, so no
+/// log line can carry it by accident.
+#[derive(Clone, PartialEq)]
+pub struct ServiceUrl {
+    full: String,
+    redacted: String,
+}
+
+impl ServiceUrl {
+    /// The URL as given, credentials included: for the HTTP client only.
+    pub fn as_request_url(&self) -> &str {
+        &self.full
+    }
+}
+
+impl std::fmt::Debug for ServiceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceUrl({:?})", self.redacted)
+    }
+}
+
+impl std::fmt::Display for ServiceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, Error> {
+        Config::from_lookup(|name| std::env::var_os(name))
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Config, Error> {
+        let get = |name: &'static str| -> Result<Option<String>, Error> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(value) => value
+                    .into_string()
+                    .map(Some)
+                    .map_err(|_| Error::config(name, "is not valid UTF-8")),
+            }
+        };
+
+        let service = parse_service_url(
+            get("SERVICE_URL")?
+                .as_deref()
+                .unwrap_or("http://localhost:8080/echo"),
+        )?;
+        let input = match lookup("INPUT_FILE") {
+            Some(path) if path == "-" => Input::Stdin,
+            Some(path) if path.is_empty() => {
+                return Err(Error::config(
+                    "INPUT_FILE",
+                    "is empty; give a path, or - for stdin",
+                ));
+            }
+            Some(path) => Input::File(PathBuf::from(path)),
+            None => Input::Single(get("ECHO_TEXT")?.unwrap_or_else(|| "Hello".to_owned())),
+        };
+        let shard = parse_shard(
+            get("SNOWFLAKE_JOB_INDEX")?.as_deref(),
+            get("SNOWFLAKE_JOBS_COUNT")?.as_deref(),
+        )?;
+        let output = match get("OUTPUT_FILE")? {
+            None => None,
+            Some(path) if path.is_empty() => {
+                return Err(Error::config(
+                    "OUTPUT_FILE",
+                    "is empty; give a path or leave it unset",
+                ));
+            }
+            Some(path) => Some(PathBuf::from(
+                path.replace("{index}", &shard.index.to_string()),
+            )),
+        };
+
+        let duration = |name: &'static str, default: Duration, zero_ok: bool| match get(name)? {
+            None => Ok(default),
+            Some(text) => parse_duration(&text, zero_ok).map_err(|p| Error::config(name, p)),
+        };
+        let count = |name: &'static str, default: usize, max: usize| -> Result<usize, Error> {
+            match get(name)? {
+                None => Ok(default),
+                Some(text) => parse_count(&text, max).map_err(|p| Error::config(name, p)),
+            }
+        };
+
+        Ok(Config {
+            service,
+            input,
+            output,
+            batch_size: count("BATCH_SIZE", 100, MAX_BATCH_SIZE)?,
+            concurrency: count("CONCURRENCY", 1, MAX_CONCURRENCY)?,
+            connect_timeout: duration("CONNECT_TIMEOUT", Duration::from_secs(5), false)?,
+            request_timeout: duration("REQUEST_TIMEOUT", Duration::from_secs(30), false)?,
+            retry_deadline: duration("RETRY_DEADLINE", Duration::from_secs(60), true)?,
+            max_response_bytes: match get("MAX_RESPONSE_BYTES")? {
+                None => 10 * 1024 * 1024,
+                Some(text) => parse_count(&text, usize::MAX)
+                    .map(|n| n as u64)
+                    .map_err(|p| Error::config("MAX_RESPONSE_BYTES", p))?,
+            },
+            shard,
+        })
+    }
+}
+
+/// Accepts `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds (`1.5`).
+pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
+    let text = text.trim();
+    let expected = "expected a duration such as 250ms, 5s, 2m or a number of seconds";
+    if text.is_empty() {
+        return Err(format!("is empty; {expected}"));
+    }
+    if text.starts_with('-') {
+        return Err(format!("{text:?} is negative; {expected}"));
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number; {expected}"))?;
+    let seconds = value * seconds_per_unit;
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(format!("{text:?} is too large; the most allowed is 24h"));
+    }
+    let duration = Duration::from_secs_f64(seconds);
+    if duration.is_zero() && !zero_ok {
+        return Err(format!("{text:?} is zero; it must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+fn parse_count(text: &str, max: usize) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("is 0; it must be at least 1".to_owned()),
+        Ok(n) if n > max => Err(format!("is {n}; the most allowed is {max}")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+fn parse_shard(index: Option<&str>, count: Option<&str>) -> Result<Shard, Error> {
+    let number = |name: &'static str, text: &str| {
+        text.trim()
+            .parse::<u64>()
+            .map_err(|_| Error::config(name, format!("{text:?} is not a whole number")))
+    };
+    let count = match count {
+        None => 1,
+        Some(text) => number("SNOWFLAKE_JOBS_COUNT", text)?,
+    };
+    if count == 0 {
+        return Err(Error::config(
+            "SNOWFLAKE_JOBS_COUNT",
+            "is 0; a job has at least 1 replica",
+        ));
+    }
+    let index = match index {
+        None => 0,
+        Some(text) => number("SNOWFLAKE_JOB_INDEX", text)?,
+    };
+    if index >= count {
+        return Err(Error::config(
+            "SNOWFLAKE_JOB_INDEX",
+            format!(
+                "is {index}, but with SNOWFLAKE_JOBS_COUNT={count} it must be 0 to {}",
+                count - 1
+            ),
+        ));
+    }
+    Ok(Shard { index, count })
+}
+
+/// Checks the URL up front, with messages that say what would be right; the
+/// HTTP client's own parser is the final word on the rest.
+pub fn parse_service_url(url: &str) -> Result<ServiceUrl, Error> {
+    let bad = |problem: String| Error::config("SERVICE_URL", problem);
+    let example = "expected something like http://echo-service:8000/echo";
+    if url.trim().is_empty() {
+        return Err(bad(format!("is empty; {example}")));
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err(bad(format!(
+            "contains white space; percent-encode spaces as %20 ({example})"
+        )));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(bad(format!("has no scheme; {example}")));
+    };
+    if scheme.eq_ignore_ascii_case("https") {
+        return Err(bad(
+            "https:// is not supported: this build has no TLS. Service-to-service \
+             traffic inside SPCS is plain http://, e.g. http://echo-service:8000/echo"
+                .to_owned(),
+        ));
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(bad(format!(
+            "has scheme {scheme:?}; only http is supported"
+        )));
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        None => (None, authority),
+    };
+    let (host, port) = split_host_port(host_port).map_err(&bad)?;
+    if host.is_empty() {
+        return Err(bad(format!("has no host; {example}")));
+    }
+    if let Some(port) = port {
+        match port.parse::<u32>() {
+            Ok(1..=65535) => {}
+            _ => return Err(bad(format!("has port {port:?}; a port is 1 to 65535"))),
+        }
+    }
+    if ureq::http::Uri::try_from(url).is_err() {
+        return Err(bad(format!("is not a valid URL; {example}")));
+    }
+    let redacted = match userinfo {
+        Some(userinfo) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host_port}{path}")
+        }
+        None => url.to_owned(),
+    };
+    Ok(ServiceUrl {
+        full: url.to_owned(),
+        redacted,
+    })
+}
+
+fn split_host_port(host_port: &str) -> Result<(&str, Option<&str>), String> {
+    if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((_, after)) = bracketed.split_once(']') else {
+            return Err("has an IPv6 address without its closing ]".to_owned());
+        };
+        let host = &host_port[..host_port.len() - after.len()];
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err("has text after the IPv6 address; expected :port".to_owned()),
+            },
+        };
+    }
+    Ok(match host_port.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (host_port, None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    fn config_error(vars: &[(&str, &str)]) -> String {
+        match config(vars) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 64);
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_tutorial() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.service.to_string(), "http://localhost:8080/echo");
+        assert_eq!(c.input, Input::Single("Hello".into()));
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.retry_deadline, Duration::from_secs(60));
+        assert_eq!(c.max_response_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.concurrency, 1);
+        assert_eq!(c.shard, Shard { index: 0, count: 1 });
+    }
+
+    #[test]
+    fn durations() {
+        let d = |t| parse_duration(t, false);
+        assert_eq!(d("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(d("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(d("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(d("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(d("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0", true), Ok(Duration::ZERO));
+        for bad in ["", "-5s", "5x", "5 sec", "s", "1..2s", "25h", "0", "0ms"] {
+            assert!(d(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(d("5d").unwrap_err().contains("unknown unit \"d\""));
+        assert!(d("-1s").unwrap_err().contains("negative"));
+        assert!(d("100000s").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        let e = |url| config_error(&[("SERVICE_URL", url)]);
+        assert!(e("").contains("is empty"));
+        assert!(e("http://").contains("no host"));
+        assert!(e("http:///echo").contains("no host"));
+        assert!(e("http://h:0/echo").contains("port \"0\""));
+        assert!(e("http://h:65536/echo").contains("1 to 65535"));
+        assert!(e("http://h:x/echo").contains("port \"x\""));
+        assert!(e("http://my host/echo").contains("white space"));
+        assert!(e("https://h/echo").contains("no TLS"));
+        assert!(e("ftp://h/echo").contains("only http"));
+        assert!(e("echo-service:8000").contains("no scheme"));
+        assert!(e("http://[::1/echo").contains("closing ]"));
+    }
+
+    #[test]
+    fn good_urls_are_kept_and_passwords_hidden() {
+        let url = |u| parse_service_url(u).unwrap();
+        assert_eq!(
+            url("http://[::1]:8000/echo").to_string(),
+            "http://[::1]:8000/echo"
+        );
+        assert_eq!(
+            url("http://h/echo?x=1&y=2").as_request_url(),
+            "http://h/echo?x=1&y=2"
+        );
+        let secret = url("http://bob:s3cret@h:8000/echo?q=1");
+        assert_eq!(secret.to_string(), "http://bob:***@h:8000/echo?q=1");
+        assert_eq!(secret.as_request_url(), "http://bob:s3cret@h:8000/echo?q=1");
+        assert!(!format!("{secret:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn replicas() {
+        let c = config(&[
+            ("SNOWFLAKE_JOBS_COUNT", "4"),
+            ("SNOWFLAKE_JOB_INDEX", "3"),
+            ("OUTPUT_FILE", "/data/out-{index}.jsonl"),
+        ])
+        .unwrap();
+        assert_eq!(c.shard, Shard { index: 3, count: 4 });
+        assert_eq!(c.output, Some(PathBuf::from("/data/out-3.jsonl")));
+        assert!(c.shard.owns(7) && !c.shard.owns(8));
+        assert!(config_error(&[("SNOWFLAKE_JOBS_COUNT", "0")]).contains("at least 1"));
+        assert!(
+            config_error(&[("SNOWFLAKE_JOBS_COUNT", "2"), ("SNOWFLAKE_JOB_INDEX", "2")])
+                .contains("must be 0 to 1")
+        );
+        assert!(config_error(&[("SNOWFLAKE_JOB_INDEX", "x")]).contains("not a whole number"));
+    }
+
+    #[test]
+    fn counts() {
+        assert!(config_error(&[("BATCH_SIZE", "0")]).contains("at least 1"));
+        assert!(config_error(&[("CONCURRENCY", "1000")]).contains("most allowed is 256"));
+        assert!(config_error(&[("MAX_RESPONSE_BYTES", "ten")]).contains("not a whole number"));
+    }
+}

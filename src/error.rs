@@ -1,0 +1,89 @@
+//! The job's one error type, and the one place that maps errors to exit codes.
+//!
+//! Every failure a user can meet is a variant here, with a `Display` that says
+//! what went wrong and, where there is one, what would be right. Exit codes
+//! follow `sysexits.h`, because SPCS marks a job FAILED on any non-zero status
+//! and the code is then the quickest clue to the cause.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can end a job early.
+#[derive(Debug)]
+pub enum Error {
+    /// A setting in the environment is unusable (EX_USAGE).
+    Config { name: &'static str, problem: String },
+    /// A line of the input is not what the row format can carry (EX_DATAERR).
+    InputData { line: u64, problem: String },
+    /// The input file cannot be opened (EX_NOINPUT).
+    NoInput { path: String, cause: std::io::Error },
+    /// The service could not be reached before the retry deadline (EX_UNAVAILABLE).
+    Unreachable {
+        url: String,
+        attempts: u32,
+        elapsed: Duration,
+        cause: String,
+    },
+    /// The service answered, but not with a valid reply (EX_PROTOCOL).
+    Protocol { url: String, problem: String },
+    /// The output file cannot be created (EX_CANTCREAT).
+    CantCreate { path: String, cause: std::io::Error },
+    /// Reading input or writing output failed midway (EX_IOERR).
+    Io { what: String, cause: std::io::Error },
+}
+
+impl Error {
+    pub fn config(name: &'static str, problem: impl Into<String>) -> Self {
+        Error::Config {
+            name,
+            problem: problem.into(),
+        }
+    }
+
+    pub fn protocol(url: &str, problem: impl Into<String>) -> Self {
+        Error::Protocol {
+            url: url.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } => 64,
+            Error::InputData { .. } => 65,
+            Error::NoInput { .. } => 66,
+            Error::Unreachable { .. } => 69,
+            Error::CantCreate { .. } => 73,
+            Error::Io { .. } => 74,
+            Error::Protocol { .. } => 76,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config { name, problem } => write!(f, "bad configuration: {name}: {problem}"),
+            Error::InputData { line, problem } => write!(f, "bad input at line {line}: {problem}"),
+            Error::NoInput { path, cause } => write!(f, "cannot open input file {path}: {cause}"),
+            Error::Unreachable {
+                url,
+                attempts,
+                elapsed,
+                cause,
+            } => write!(
+                f,
+                "service {url} unreachable after {attempts} attempt(s) over {:.1}s: {cause}",
+                elapsed.as_secs_f64()
+            ),
+            Error::Protocol { url, problem } => {
+                write!(f, "service {url} answered wrongly: {problem}")
+            }
+            Error::CantCreate { path, cause } => {
+                write!(f, "cannot create output file {path}: {cause}")
+            }
+            Error::Io { what, cause } => write!(f, "{what}: {cause}"),
+        }
+    }
+}

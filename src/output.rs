@@ -1,0 +1,89 @@
+//! Where replies go when `OUTPUT_FILE` is set: JSON lines written under a
+//! temporary name beside the final one, and renamed into place only once
+//! every row has succeeded. A failed, killed or stopped job leaves nothing
+//! under the final name, so a reader never sees half an output.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::signals;
+
+pub struct AtomicFile {
+    temp: PathBuf,
+    destination: PathBuf,
+    writer: Option<BufWriter<File>>,
+    committed: bool,
+}
+
+impl AtomicFile {
+    pub fn create(destination: &Path) -> Result<AtomicFile, Error> {
+        let cant_create = |cause| Error::CantCreate {
+            path: destination.display().to_string(),
+            cause,
+        };
+        let Some(name) = destination.file_name() else {
+            return Err(cant_create(std::io::Error::other("the path names no file")));
+        };
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let temp = destination.with_file_name(temp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(cant_create)?;
+        signals::remove_on_stop(temp.clone());
+        Ok(AtomicFile {
+            temp,
+            destination: destination.to_owned(),
+            writer: Some(BufWriter::with_capacity(64 * 1024, file)),
+            committed: false,
+        })
+    }
+
+    pub fn write_line(&mut self, line: &str) -> Result<(), Error> {
+        let result = match &mut self.writer {
+            Some(writer) => writer
+                .write_all(line.as_bytes())
+                .and_then(|()| writer.write_all(b"\n")),
+            None => Ok(()),
+        };
+        result.map_err(|cause| self.io_error(cause))
+    }
+
+    /// Flushes, syncs and renames into place.
+    pub fn commit(mut self) -> Result<(), Error> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let file = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|file| file.sync_all().map(|()| file))
+            .map_err(|cause| self.io_error(cause))?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.destination).map_err(|cause| self.io_error(cause))?;
+        self.committed = true;
+        signals::forget(&self.temp);
+        Ok(())
+    }
+
+    fn io_error(&self, cause: std::io::Error) -> Error {
+        Error::Io {
+            what: format!("writing output file {}", self.destination.display()),
+            cause,
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+            signals::forget(&self.temp);
+        }
+    }
+}

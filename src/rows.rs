@@ -1,0 +1,442 @@
+//! The Snowflake service-function row format, `{"data": [[index, value], ...]}`:
+//! encoding a request and checking a reply. Pure functions, no I/O.
+//!
+//! What a reply must be: a JSON object with one `data` key, holding exactly one
+//! row for each row sent, in any order. A row is an array of at least two
+//! elements, a non-negative integer index and then the value; elements past
+//! the second are ignored, as Snowflake ignores them. Left out on purpose:
+//! duplicate keys are detected at the top level only, where they would make
+//! the reply ambiguous; inside a value, the last one wins.
+
+use miniserde::de::{Map, Seq, Visitor};
+use miniserde::json::{self, Number, Value};
+use miniserde::{Deserialize, make_place};
+
+/// Replies nested deeper than this are refused before parsing, so a small
+/// hostile body cannot make the parser build millions of empty arrays.
+pub const MAX_NESTING: usize = 128;
+
+/// A row to send: its index (the input line number) and its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub index: u64,
+    pub text: String,
+}
+
+/// The request body for `rows`: `{"data":[[0,"Hello"],...]}`.
+pub fn encode_request(rows: &[Row]) -> String {
+    let mut body =
+        String::with_capacity(16 + rows.iter().map(|r| r.text.len() + 24).sum::<usize>());
+    body.push_str("{\"data\":[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('[');
+        body.push_str(&row.index.to_string());
+        body.push(',');
+        body.push_str(&json::to_string(&row.text));
+        body.push(']');
+    }
+    body.push_str("]}");
+    body
+}
+
+/// One line of `OUTPUT_FILE`: `[index,value]`, compact JSON.
+pub fn encode_output_line(index: u64, value: &Value) -> String {
+    format!("[{index},{}]", json::to_string(value))
+}
+
+/// A reply value as a log line shows it: strings as they are, anything else
+/// as compact JSON.
+pub fn display_value(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => json::to_string(other),
+    }
+}
+
+/// Checks a reply to a request that sent rows with the indices `sent`
+/// (ascending), and returns the values in the same order as `sent`.
+pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<Value>, String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| format!("reply is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
+    if nesting_exceeds(text.as_bytes(), MAX_NESTING) {
+        return Err(format!("reply nests JSON deeper than {MAX_NESTING} levels"));
+    }
+    let top: TopLevel =
+        json::from_str(text).map_err(|_| format!("reply is not valid JSON: {}", preview(body)))?;
+    let data = match top {
+        TopLevel::Other(kind) => {
+            return Err(format!(
+                "reply is {kind}, expected an object with a \"data\" key"
+            ));
+        }
+        TopLevel::Object {
+            duplicate: Some(key),
+            ..
+        } => return Err(format!("reply has the key {key:?} more than once")),
+        TopLevel::Object { data: None, .. } => {
+            return Err(format!("reply has no \"data\" key: {}", preview(body)));
+        }
+        TopLevel::Object {
+            data: Some(data), ..
+        } => data,
+    };
+    let rows = match data {
+        Value::Array(rows) => rows,
+        other => {
+            return Err(format!(
+                "\"data\" is {}, expected an array of rows",
+                kind_of(&other)
+            ));
+        }
+    };
+
+    let mut values: Vec<Option<Value>> = Vec::new();
+    values.resize_with(sent.len(), || None);
+    for (position, row) in rows.into_iter().enumerate() {
+        let Value::Array(row) = row else {
+            return Err(format!(
+                "row {position} of the reply is {}, expected [index, value]",
+                kind_of(&row)
+            ));
+        };
+        if row.len() < 2 {
+            return Err(format!(
+                "row {position} of the reply has {} element(s), expected [index, value]",
+                row.len()
+            ));
+        }
+        let index = match &row[0] {
+            Value::Number(Number::U64(index)) => *index,
+            Value::Number(Number::I64(index)) => {
+                return Err(format!(
+                    "row {position} of the reply has negative index {index}"
+                ));
+            }
+            Value::Number(Number::F64(index)) => {
+                return Err(format!(
+                    "row {position} of the reply has index {index}, which is not a whole number"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "row {position} of the reply has {} as its index, expected a number",
+                    kind_of(other)
+                ));
+            }
+        };
+        let Ok(slot) = sent.binary_search(&index) else {
+            return Err(format!(
+                "reply has a row for index {index}, which this request did not send"
+            ));
+        };
+        if values[slot].is_some() {
+            return Err(format!("reply answers index {index} more than once"));
+        }
+        values[slot] = row.into_iter().nth(1);
+    }
+    let missing: Vec<String> = sent
+        .iter()
+        .zip(&values)
+        .filter(|(_, v)| v.is_none())
+        .map(|(index, _)| index.to_string())
+        .collect();
+    if !missing.is_empty() {
+        let shown = missing
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = if missing.len() > 5 { ", ..." } else { "" };
+        return Err(format!(
+            "reply has {} row(s) for {} sent; no reply for index {shown}{more}",
+            sent.len() - missing.len(),
+            sent.len()
+        ));
+    }
+    Ok(values.into_iter().flatten().collect())
+}
+
+/// The first 200 bytes of a body, for error messages.
+pub fn preview(body: &[u8]) -> String {
+    const LIMIT: usize = 200;
+    let shown = String::from_utf8_lossy(&body[..body.len().min(LIMIT)]);
+    let more = if body.len() > LIMIT { "..." } else { "" };
+    format!("{:?}{more}", shown.trim_end())
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Whether `[` and `{` nest deeper than `max` outside strings. Run before the
+/// real parse; malformed input is left for the parser to reject.
+fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The top level of a reply. Parsed by hand rather than as a `Value` so that a
+/// repeated key is seen instead of silently overwritten, and so that a reply
+/// of the wrong type is told apart from one that is not JSON at all.
+enum TopLevel {
+    Object {
+        data: Option<Value>,
+        duplicate: Option<String>,
+    },
+    Other(&'static str),
+}
+
+make_place!(Place);
+
+impl Deserialize for TopLevel {
+    fn begin(out: &mut Option<Self>) -> &mut dyn Visitor {
+        Place::new(out)
+    }
+}
+
+impl Visitor for Place<TopLevel> {
+    fn null(&mut self) -> miniserde::Result<()> {
+        self.out = Some(TopLevel::Other("null"));
+        Ok(())
+    }
+    fn boolean(&mut self, _: bool) -> miniserde::Result<()> {
+        self.out = Some(TopLevel::Other("a boolean"));
+        Ok(())
+    }
+    fn string(&mut self, _: &str) -> miniserde::Result<()> {
+        self.out = Some(TopLevel::Other("a string"));
+        Ok(())
+    }
+    fn negative(&mut self, _: i64) -> miniserde::Result<()> {
+        self.nonnegative(0)
+    }
+    fn nonnegative(&mut self, _: u64) -> miniserde::Result<()> {
+        self.out = Some(TopLevel::Other("a number"));
+        Ok(())
+    }
+    fn float(&mut self, _: f64) -> miniserde::Result<()> {
+        self.nonnegative(0)
+    }
+    fn seq(&mut self) -> miniserde::Result<Box<dyn Seq + '_>> {
+        self.out = Some(TopLevel::Other("an array"));
+        Ok(Box::new(IgnoredSeq))
+    }
+    fn map(&mut self) -> miniserde::Result<Box<dyn Map + '_>> {
+        Ok(Box::new(ObjectBuilder {
+            out: &mut self.out,
+            data: None,
+            keys: Vec::new(),
+            duplicate: None,
+        }))
+    }
+}
+
+struct IgnoredSeq;
+
+impl Seq for IgnoredSeq {
+    fn element(&mut self) -> miniserde::Result<&mut dyn Visitor> {
+        Ok(<dyn Visitor>::ignore())
+    }
+    fn finish(&mut self) -> miniserde::Result<()> {
+        Ok(())
+    }
+}
+
+struct ObjectBuilder<'a> {
+    out: &'a mut Option<TopLevel>,
+    data: Option<Value>,
+    keys: Vec<String>,
+    duplicate: Option<String>,
+}
+
+impl Map for ObjectBuilder<'_> {
+    fn key(&mut self, key: &str) -> miniserde::Result<&mut dyn Visitor> {
+        if self.keys.iter().any(|seen| seen == key) {
+            self.duplicate.get_or_insert_with(|| key.to_owned());
+        } else {
+            self.keys.push(key.to_owned());
+        }
+        if key == "data" {
+            Ok(Deserialize::begin(&mut self.data))
+        } else {
+            Ok(<dyn Visitor>::ignore())
+        }
+    }
+    fn finish(&mut self) -> miniserde::Result<()> {
+        *self.out = Some(TopLevel::Object {
+            data: self.data.take(),
+            duplicate: self.duplicate.take(),
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(texts: &[&str]) -> Vec<Row> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Row {
+                index: i as u64,
+                text: t.to_string(),
+            })
+            .collect()
+    }
+
+    fn decode(body: &str, sent: &[u64]) -> Result<Vec<String>, String> {
+        decode_reply(body.as_bytes(), sent).map(|values| values.iter().map(display_value).collect())
+    }
+
+    #[test]
+    fn encodes_the_tutorial_request() {
+        assert_eq!(
+            encode_request(&rows(&["Hello"])),
+            r#"{"data":[[0,"Hello"]]}"#
+        );
+        assert_eq!(
+            encode_request(&rows(&["a", ""])),
+            r#"{"data":[[0,"a"],[1,""]]}"#
+        );
+    }
+
+    #[test]
+    fn escapes_round_trip() {
+        let nasty = "quote \" backslash \\ tab \t nl \n nul \u{0} bell \u{7} é 日本 🦀 \u{2028}";
+        let body = encode_request(&rows(&[nasty]));
+        assert!(!body.contains('\n') && !body.contains('\t') && !body.contains('\u{0}'));
+        // A reply in the same shape as the request carries the text back.
+        assert_eq!(decode(&body, &[0]).unwrap(), vec![nasty.to_string()]);
+    }
+
+    #[test]
+    fn decodes_the_tutorial_reply() {
+        assert_eq!(
+            decode(r#"{"data": [[0, "Bob said Hello"]]}"#, &[0]).unwrap(),
+            vec!["Bob said Hello"]
+        );
+    }
+
+    #[test]
+    fn rows_may_come_in_any_order_and_carry_any_value() {
+        let values = decode(
+            r#"{"data":[[5,{"a":[1,2.5,null]}],[3,7,"extra"],[4,true]],"other":1}"#,
+            &[3, 4, 5],
+        )
+        .unwrap();
+        assert_eq!(values, vec!["7", "true", r#"{"a":[1,2.5,null]}"#]);
+    }
+
+    #[test]
+    fn output_lines_are_compact_json() {
+        let values = decode_reply(br#"{"data":[[0,"x \"y\""],[1,[1, 2]]]}"#, &[0, 1]).unwrap();
+        assert_eq!(encode_output_line(0, &values[0]), r#"[0,"x \"y\""]"#);
+        assert_eq!(encode_output_line(1, &values[1]), "[1,[1,2]]");
+    }
+
+    #[test]
+    fn wrong_replies_name_the_cause() {
+        let cases: &[(&str, &[u64], &str)] = &[
+            ("", &[0], "not valid JSON"),
+            ("Bob said Hello", &[0], "not valid JSON"),
+            (r#"{"data":[[0,"x"]"#, &[0], "not valid JSON"),
+            ("null", &[0], "reply is null"),
+            ("[]", &[0], "reply is an array"),
+            ("{}", &[0], "no \"data\" key"),
+            (r#"{"data":null}"#, &[0], "\"data\" is null"),
+            (r#"{"data":{}}"#, &[0], "\"data\" is an object"),
+            (
+                r#"{"data":[]}"#,
+                &[0],
+                "0 row(s) for 1 sent; no reply for index 0",
+            ),
+            (r#"{"data":["x"]}"#, &[0], "row 0 of the reply is a string"),
+            (r#"{"data":[[0]]}"#, &[0], "has 1 element(s)"),
+            (r#"{"data":[["0","x"]]}"#, &[0], "a string as its index"),
+            (r#"{"data":[[0.5,"x"]]}"#, &[0], "not a whole number"),
+            (r#"{"data":[[-1,"x"]]}"#, &[0], "negative index -1"),
+            (
+                r#"{"data":[[1,"x"]]}"#,
+                &[0],
+                "index 1, which this request did not send",
+            ),
+            (
+                r#"{"data":[[0,"x"],[0,"y"]]}"#,
+                &[0, 1],
+                "index 0 more than once",
+            ),
+            (
+                r#"{"data":[[0,"x"]],"data":[[0,"y"]]}"#,
+                &[0],
+                "key \"data\" more than once",
+            ),
+        ];
+        for (body, sent, expected) in cases {
+            let error = decode(body, sent).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{body:?}: {error:?} lacks {expected:?}"
+            );
+        }
+        let error = decode_reply(b"{\"data\":[[0,\"\xff\"]]}", &[0]).unwrap_err();
+        assert!(error.contains("not valid UTF-8 (at byte 13)"), "{error}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_cheaply() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(decode(&deep, &[0]).unwrap_err().contains("deeper than 128"));
+        let inside_string = format!(r#"{{"data":[[0,"{}"]]}}"#, "[".repeat(1000));
+        assert_eq!(decode(&inside_string, &[0]).unwrap()[0].len(), 1000);
+        let just_fits = format!(
+            r#"{{"data":[[0,{}1{}]]}}"#,
+            "[".repeat(MAX_NESTING - 3),
+            "]".repeat(MAX_NESTING - 3)
+        );
+        assert!(decode(&just_fits, &[0]).is_ok());
+    }
+
+    #[test]
+    fn previews_stop_at_200_bytes() {
+        assert_eq!(preview(b"short"), "\"short\"");
+        let long = preview(&[b'a'; 500]);
+        assert!(long.ends_with("\"...") && long.len() == 200 + 5);
+    }
+}
