@@ -15,6 +15,7 @@ use ureq::Agent;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
+use crate::logging::Seconds;
 use crate::rows::{self, Row};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -101,9 +102,9 @@ impl Client {
             };
             let delay = backoff(attempt).min(left);
             log::warn!(
-                "Attempt {attempt} to reach {} failed: {cause}; retrying in {:.2}s",
+                "Attempt {attempt} to reach {} failed: {cause}; retrying in {}",
                 self.url,
-                delay.as_secs_f64()
+                Seconds(delay)
             );
             self.retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(delay);

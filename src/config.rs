@@ -252,25 +252,45 @@ pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let seconds_per_unit = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
+    let nanos_per_unit: u128 = match unit {
+        "ms" => 1_000_000,
+        "" | "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => {
             return Err(format!(
                 "{text:?} has unknown unit {unit:?}; use ms, s, m or h"
             ));
         }
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number; {expected}"))?;
-    let seconds = value * seconds_per_unit;
-    if seconds > MAX_DURATION.as_secs_f64() {
+    // Whole and fractional digits by hand: exact, and no float parser in the binary.
+    let not_a_number = || format!("{text:?} is not a number; {expected}");
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty()
+        || !digits_only(whole)
+        || !digits_only(fraction)
+        || whole.len() > 12
+    {
+        return Err(not_a_number());
+    }
+    let fraction = &fraction[..fraction.len().min(12)];
+    let whole_value: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| not_a_number())?
+    };
+    let fraction_value: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().map_err(|_| not_a_number())?
+    };
+    let nanos = whole_value * nanos_per_unit
+        + fraction_value * nanos_per_unit / 10u128.pow(fraction.len() as u32);
+    if nanos > MAX_DURATION.as_nanos() {
         return Err(format!("{text:?} is too large; the most allowed is 24h"));
     }
-    let duration = Duration::from_secs_f64(seconds);
+    let duration = Duration::from_nanos(nanos as u64);
     if duration.is_zero() && !zero_ok {
         return Err(format!("{text:?} is zero; it must be greater than zero"));
     }

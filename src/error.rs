@@ -8,6 +8,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::logging::Seconds;
+
 /// Everything that can end a job early.
 #[derive(Debug)]
 pub enum Error {
@@ -74,8 +76,8 @@ impl fmt::Display for Error {
                 cause,
             } => write!(
                 f,
-                "service {url} unreachable after {attempts} attempt(s) over {:.1}s: {cause}",
-                elapsed.as_secs_f64()
+                "service {url} unreachable after {attempts} attempt(s) over {}: {cause}",
+                Seconds(*elapsed)
             ),
             Error::Protocol { url, problem } => {
                 write!(f, "service {url} answered wrongly: {problem}")

@@ -17,6 +17,7 @@ use crate::client::Client;
 use crate::config::{Config, Input};
 use crate::error::Error;
 use crate::input::{self, Rows};
+use crate::logging::Seconds;
 use crate::output::AtomicFile;
 use crate::rows::{self, Row};
 
@@ -169,16 +170,13 @@ impl Progress {
     }
 
     fn describe(&self, retries: u64) -> String {
-        let seconds = self.started.elapsed().as_secs_f64();
+        let elapsed = self.started.elapsed();
         let total = self.total.map_or("?".to_owned(), |t| t.to_string());
-        let rate = if seconds > 0.0 {
-            self.done as f64 / seconds
-        } else {
-            0.0
-        };
+        let rate = u128::from(self.done) * 1000 / elapsed.as_millis().max(1);
         format!(
-            "{}/{total} rows in {seconds:.1}s ({rate:.0} rows/s), {retries} retries",
-            self.done
+            "{}/{total} rows in {} ({rate} rows/s), {retries} retries",
+            self.done,
+            Seconds(elapsed)
         )
     }
 }

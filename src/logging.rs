@@ -5,7 +5,7 @@
 //! cost more bytes than the twenty lines of calendar arithmetic it replaces.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter};
 
@@ -62,6 +62,17 @@ fn check_spec(spec: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A duration in seconds with two decimals, `1.25s`, printed with integer
+/// arithmetic so that no float formatting code is linked in.
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let centis = self.0.as_millis() / 10;
+        write!(f, "{}.{:02}s", centis / 100, centis % 100)
+    }
 }
 
 fn python_level_name(level: Level) -> &'static str {
@@ -184,6 +195,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(Seconds(Duration::from_millis(1234)).to_string(), "1.23s");
+        assert_eq!(Seconds(Duration::from_millis(5)).to_string(), "0.00s");
+        assert_eq!(Seconds(Duration::from_secs(90)).to_string(), "90.00s");
     }
 
     #[test]
