@@ -17,11 +17,14 @@ binds an ephemeral port), CHARACTER_NAME (default I).
 
 Once listening it prints one line to stderr, the same as the Rust example:
 "echo_service listening on <host>:<port>", with the port actually bound.
-HTTP/1.1 keep-alive; one thread per connection; no log line per request.
+Werkzeug's server: a thread per connection, chunked request bodies accepted,
+and every connection closed after one reply (Werkzeug does no keep-alive, so a
+client's reconnecting gets exercised too). No log line per request.
 """
 
 import json
 import logging
+import math
 import os
 import sys
 
@@ -36,6 +39,14 @@ app = Flask(__name__)
 def _reject_constant(name):
     # json.loads accepts NaN and Infinity, which are not JSON.
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text):
+    # 1e400 would become inf, and go out as Infinity, which is not JSON.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def _json(payload):
@@ -80,7 +91,11 @@ def healthcheck():
 @app.post("/echo")
 def echo():
     try:
-        message = json.loads(request.get_data().decode("utf-8"), parse_constant=_reject_constant)
+        message = json.loads(
+            request.get_data().decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except UnicodeDecodeError:
         return _bad("request body is not UTF-8")
     except ValueError:
@@ -100,10 +115,7 @@ def echo():
     return _json({"data": output})
 
 
-class _Handler(WSGIRequestHandler):
-    # Werkzeug's default is HTTP/1.0, one request a connection.
-    protocol_version = "HTTP/1.1"
-
+class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code="-", size="-"):
         pass
 
@@ -115,11 +127,11 @@ def main():
         if not 0 <= port <= 65535:
             raise ValueError
     except ValueError:
-        print(f"echo_service: SERVER_PORT must be 0..=65535, got {os.environ.get('SERVER_PORT')!r}",
-              file=sys.stderr)
+        got = os.environ.get("SERVER_PORT")
+        print(f"echo_service: SERVER_PORT must be 0..=65535, got {got!r}", file=sys.stderr)
         return 2
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server(host, port, app, threaded=True, request_handler=_Handler)
+    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
     bound_host, bound_port = server.socket.getsockname()[:2]
     if ":" in bound_host:
         bound_host = f"[{bound_host}]"
