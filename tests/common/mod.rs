@@ -1,0 +1,454 @@
+//! Shared helpers for the integration tests: run the real binary as a process,
+//! and stand up HTTP peers on 127.0.0.1 that behave or misbehave on purpose.
+//!
+//! Every test binary includes this module and uses part of it.
+#![allow(dead_code)]
+
+pub mod docker;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use miniserde::json::{self, Number, Value};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_service-to-service");
+
+/// The job as a process, with a clean environment except what a test sets.
+pub struct Job {
+    command: Command,
+}
+
+pub fn job(service_url: &str) -> Job {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("SERVICE_URL", service_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Job { command }
+}
+
+impl Job {
+    pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Job {
+        self.command.env(name, value);
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Job {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn stdin_bytes(self, bytes: Vec<u8>) -> Outcome {
+        let mut job = self;
+        job.command.stdin(Stdio::piped());
+        let mut child = job.spawn();
+        let mut stdin = child.stdin.take().expect("stdin");
+        let writer = thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+        let outcome = finish(child, Instant::now());
+        writer.join().expect("stdin writer");
+        outcome
+    }
+
+    pub fn spawn(mut self) -> Child {
+        self.command.spawn().expect("start the job binary")
+    }
+
+    pub fn run(self) -> Outcome {
+        let started = Instant::now();
+        let child = { self }.spawn();
+        finish(child, started)
+    }
+}
+
+/// What a finished job did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+pub fn finish(child: Child, started: Instant) -> Outcome {
+    let output = child.wait_with_output().expect("wait for the job");
+    Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+impl Outcome {
+    /// Messages of the log lines at `level`, with the prefix checked and removed.
+    pub fn lines(&self, level: &str) -> Vec<String> {
+        self.stdout
+            .lines()
+            .filter_map(|line| parse_log_line(line).filter(|(l, _)| l == level))
+            .map(|(_, message)| message)
+            .collect()
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.lines("ERROR")
+    }
+
+    /// The one ERROR line; fails the test unless there is exactly one.
+    pub fn error(&self) -> String {
+        let errors = self.errors();
+        assert_eq!(errors.len(), 1, "expected exactly one ERROR line:\n{self}");
+        errors.into_iter().next().unwrap_or_default()
+    }
+
+    /// Asserts the exit code, exactly one ERROR line containing `needle`, and
+    /// that nothing panicked.
+    pub fn assert_fails(&self, code: i32, needle: &str) {
+        assert_eq!(self.code, Some(code), "exit code:\n{self}");
+        let error = self.error();
+        assert!(
+            error.contains(needle),
+            "ERROR line lacks {needle:?}:\n{self}"
+        );
+        self.assert_no_panic();
+    }
+
+    pub fn assert_no_panic(&self) {
+        for text in [&self.stdout, &self.stderr] {
+            assert!(
+                !text.contains("panicked"),
+                "a panic reached the output:\n{self}"
+            );
+        }
+    }
+
+    pub fn assert_every_line_is_a_log_record(&self) {
+        for line in self.stdout.lines() {
+            assert!(parse_log_line(line).is_some(), "not a log record: {line:?}");
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Splits `service-to-service [2023-04-29 21:52:09,208] [INFO] message`, checking
+/// the timestamp's shape digit by digit.
+pub fn parse_log_line(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("service-to-service [")?;
+    let (timestamp, rest) = rest.split_at_checked(23)?;
+    let shape = "dddd-dd-dd dd:dd:dd,ddd";
+    let matches = timestamp.bytes().zip(shape.bytes()).all(|(t, s)| {
+        if s == b'd' {
+            t.is_ascii_digit()
+        } else {
+            t == s
+        }
+    });
+    if !matches {
+        return None;
+    }
+    let rest = rest.strip_prefix("] [")?;
+    let (level, message) = rest.split_once("] ")?;
+    ["ERROR", "WARNING", "INFO", "DEBUG", "TRACE"]
+        .contains(&level)
+        .then(|| (level.to_owned(), message.to_owned()))
+}
+
+/// A request as a test server saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// The `[index, text]` rows of a row-format request.
+    pub fn rows(&self) -> Vec<(u64, String)> {
+        let body = std::str::from_utf8(&self.body).expect("request body is UTF-8");
+        let value: Value = json::from_str(body).expect("request body is JSON");
+        let Value::Object(object) = value else {
+            panic!("request is not an object: {body}")
+        };
+        let Some(Value::Array(rows)) = object.get("data") else {
+            panic!("request has no data array: {body}")
+        };
+        rows.iter()
+            .map(|row| match row {
+                Value::Array(row) => match (&row[0], &row[1]) {
+                    (Value::Number(Number::U64(i)), Value::String(text)) => (*i, text.clone()),
+                    _ => panic!("bad request row: {body}"),
+                },
+                _ => panic!("bad request row: {body}"),
+            })
+            .collect()
+    }
+}
+
+/// What a test server answers.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// The Tutorial 1 echo reply for `request`: `<name> said <text>` per row.
+pub fn echo(name: &str, request: &Request) -> Reply {
+    let rows: Vec<String> = request
+        .rows()
+        .iter()
+        .map(|(i, text)| format!("[{i},{}]", json::to_string(&format!("{name} said {text}"))))
+        .collect();
+    Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that answers every request with `handler`
+/// and records what it saw. Runs until the test process exits.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}/echo", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+pub fn serve<F>(handler: F) -> Server
+where
+    F: Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+{
+    serve_on(TcpListener::bind("127.0.0.1:0").expect("bind"), handler)
+}
+
+pub fn serve_on<F>(listener: TcpListener, handler: F) -> Server
+where
+    F: Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+{
+    let addr = listener.local_addr().expect("local addr");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let handler = Arc::new(handler);
+    let (seen, count) = (Arc::clone(&requests), Arc::clone(&connections));
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
+            thread::spawn(move || serve_connection(stream, &seen, &*handler));
+        }
+    });
+    Server {
+        addr,
+        requests,
+        connections,
+    }
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    seen: &Mutex<Vec<Request>>,
+    handler: &dyn Fn(&Request, usize) -> Reply,
+) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut writer = stream;
+    while let Some(request) = read_request(&mut reader) {
+        let number = {
+            let mut seen = seen.lock().expect("requests lock");
+            seen.push(request.clone());
+            seen.len() - 1
+        };
+        let reply = handler(&request, number);
+        thread::sleep(reply.delay);
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
+        for (name, value) in &reply.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&reply.body).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = HashMap::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// A server that runs `handler` on each raw connection, for replies no
+/// well-behaved server would send.
+pub fn serve_raw<F>(handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let handler = Arc::new(handler);
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let handler = Arc::clone(&handler);
+            thread::spawn(move || handler(stream));
+        }
+    });
+    addr
+}
+
+/// Reads one request's head and body off a raw connection, so a raw handler
+/// answers only once the job has sent everything.
+pub fn read_raw_request(stream: &TcpStream) -> Option<Request> {
+    read_request(&mut BufReader::new(stream.try_clone().ok()?))
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A fresh directory under the target directory, removed by nobody: tests
+/// inspect what the job left behind.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// The names of the files in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Sends `signal` to a child process.
+pub fn send_signal(child: &Child, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    let result = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(result, 0, "kill failed");
+}
+
+/// Waits for `child` and returns its outcome with its peak RSS in KiB, from
+/// the kernel's accounting for that one process.
+pub fn finish_with_peak_rss(child: Child, started: Instant) -> (Outcome, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut child = child;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zeroed and filled by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4 failed");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let outcome = Outcome {
+        code,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed: started.elapsed(),
+    };
+    (outcome, usage.ru_maxrss as u64)
+}

@@ -1,0 +1,281 @@
+//! The single-row job of Tutorial 3, end to end: the real binary against real
+//! sockets on 127.0.0.1.
+
+mod common;
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn bob() -> Server {
+    serve(|request, _| echo("Bob", request))
+}
+
+#[test]
+fn says_hello_to_bob_like_the_tutorial() {
+    let server = bob();
+    let outcome = job(&server.url()).run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let url = server.url();
+    assert_eq!(
+        outcome.lines("INFO"),
+        vec![
+            format!("Calling {url} with input Hello"),
+            format!("Received response from {url}: Bob said Hello"),
+        ]
+    );
+    assert_eq!(outcome.stdout.lines().count(), 2, "{outcome}");
+    assert_eq!(outcome.stderr, "");
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/echo")
+    );
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.body, br#"{"data":[[0,"Hello"]]}"#);
+}
+
+#[test]
+fn echo_text_round_trips_quotes_controls_and_unicode() {
+    let server = bob();
+    let text = "say \"hi\" \\ back\tslash \u{1} é 日本 🦀";
+    let outcome = job(&server.url()).env("ECHO_TEXT", text).run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(server.requests()[0].rows(), vec![(0, text.to_owned())]);
+    assert!(outcome.lines("INFO")[1].ends_with(&format!(": Bob said {text}")));
+}
+
+#[test]
+fn non_string_replies_are_logged_as_compact_json() {
+    let server = serve(|_, _| Reply::json(200, r#"{"data": [[0, {"said": [1, 2.5, null]}]]}"#));
+    let outcome = job(&server.url()).run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(
+        outcome.lines("INFO")[1].ends_with(r#": {"said":[1,2.5,null]}"#),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn an_error_status_is_a_protocol_error_showing_status_and_body() {
+    let server = serve(|_, _| Reply::json(500, format!("internal trouble {}", "x".repeat(500))));
+    let outcome = job(&server.url()).run();
+    outcome.assert_fails(76, "HTTP 500: \"internal trouble xxx");
+    assert!(outcome.error().len() < 400, "body not cut at 200 bytes");
+    assert_eq!(server.requests().len(), 1, "a 500 is not retried");
+}
+
+#[test]
+fn wrong_replies_are_protocol_errors_naming_the_cause() {
+    let cases = [
+        ("Bob said Hello", "not valid JSON"),
+        ("", "not valid JSON"),
+        ("null", "reply is null"),
+        ("{}", "no \"data\" key"),
+        (r#"{"data": []}"#, "no reply for index 0"),
+        (r#"{"data": [[0]]}"#, "has 1 element(s)"),
+        (r#"{"data": [[1, "x"]]}"#, "did not send"),
+        (
+            r#"{"data": [[0, "x"], [0, "y"]]}"#,
+            "index 0 more than once",
+        ),
+        (r#"{"data": [["0", "x"]]}"#, "a string as its index"),
+    ];
+    for (body, cause) in cases {
+        let server = serve(move |_, _| Reply::json(200, body));
+        job(&server.url()).run().assert_fails(76, cause);
+    }
+}
+
+#[test]
+fn a_reply_over_the_size_limit_is_refused() {
+    let server =
+        serve(|_, _| Reply::json(200, format!(r#"{{"data":[[0,"{}"]]}}"#, "x".repeat(5000))));
+    let outcome = job(&server.url()).env("MAX_RESPONSE_BYTES", "1000").run();
+    outcome.assert_fails(76, "larger than MAX_RESPONSE_BYTES (1000 bytes)");
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let server =
+        serve(|_, _| Reply::json(307, "").header("Location", "http://127.0.0.1:1/elsewhere"));
+    let outcome = job(&server.url()).run();
+    outcome.assert_fails(76, "HTTP 307 redirect to http://127.0.0.1:1/elsewhere");
+}
+
+#[test]
+fn bad_configuration_exits_64_before_any_request() {
+    let server = bob();
+    let cases = [
+        ("SERVICE_URL", "not a url", "SERVICE_URL"),
+        ("SERVICE_URL", "https://echo-service:8000/echo", "no TLS"),
+        ("CONNECT_TIMEOUT", "5 parsecs", "CONNECT_TIMEOUT"),
+        ("REQUEST_TIMEOUT", "-1s", "negative"),
+        ("RETRY_DEADLINE", "1w", "unknown unit"),
+        ("MAX_RESPONSE_BYTES", "lots", "MAX_RESPONSE_BYTES"),
+        ("RUST_LOG", "chatty", "RUST_LOG"),
+    ];
+    for (name, value, cause) in cases {
+        let outcome = job(&server.url()).env(name, value).run();
+        outcome.assert_fails(64, cause);
+    }
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn an_unreachable_service_exits_69_after_retrying() {
+    let url = format!("http://127.0.0.1:{}/echo", free_port());
+    let outcome = job(&url).env("RETRY_DEADLINE", "1s").run();
+    outcome.assert_fails(69, "connection refused");
+    let warnings = outcome.lines("WARNING");
+    assert!(warnings.len() >= 3, "{outcome}");
+    assert!(warnings[0].starts_with("Attempt 1 to reach"), "{outcome}");
+    assert!(
+        warnings[0].contains("connection refused; retrying in 0."),
+        "{outcome}"
+    );
+    assert!(outcome.elapsed < Duration::from_secs(3), "{outcome}");
+}
+
+#[test]
+fn a_service_that_starts_late_is_waited_for() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/echo");
+    let child = job(&url).env("RETRY_DEADLINE", "20s").spawn();
+    let started = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let _server = serve_on(
+        TcpListener::bind(("127.0.0.1", port)).expect("rebind"),
+        |r, _| echo("Bob", r),
+    );
+    let outcome = finish(child, started);
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(outcome.lines("WARNING").len() >= 2, "{outcome}");
+    assert!(
+        outcome.lines("INFO")[1].ends_with("Bob said Hello"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn overload_statuses_are_retried() {
+    let server = serve(|request, n| match n {
+        0 => Reply::json(503, "starting"),
+        1 => Reply::json(429, "slow down"),
+        _ => echo("Bob", request),
+    });
+    let outcome = job(&server.url()).run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let warnings = outcome.lines("WARNING");
+    assert_eq!(warnings.len(), 2, "{outcome}");
+    assert!(
+        warnings[0].contains("HTTP 503") && warnings[1].contains("HTTP 429"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn a_service_that_never_answers_times_out_within_bounds() {
+    let addr = serve_raw(|stream| {
+        let _request = read_raw_request(&stream);
+        thread::sleep(Duration::from_secs(30));
+    });
+    let outcome = job(&format!("http://{addr}/echo"))
+        .env("REQUEST_TIMEOUT", "1s")
+        .env("RETRY_DEADLINE", "2s")
+        .run();
+    outcome.assert_fails(69, "timed out");
+    assert!(
+        outcome.elapsed < Duration::from_secs(1 + 2 + 1),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_stop_a_waiting_job_at_once() {
+    for (signal, status, name) in [
+        (libc::SIGTERM, 143, "SIGTERM"),
+        (libc::SIGINT, 130, "SIGINT"),
+    ] {
+        let addr = serve_raw(|stream| {
+            let _request = read_raw_request(&stream);
+            thread::sleep(Duration::from_secs(30));
+        });
+        let child = job(&format!("http://{addr}/echo")).spawn();
+        thread::sleep(Duration::from_millis(500));
+        let sent = Instant::now();
+        send_signal(&child, signal);
+        let outcome = finish(child, sent);
+        assert_eq!(outcome.code, Some(status), "{outcome}");
+        assert!(outcome.elapsed < Duration::from_secs(1), "{outcome}");
+        assert!(
+            outcome.lines("WARNING").iter().any(|w| w.contains(name)),
+            "{outcome}"
+        );
+        assert!(outcome.errors().is_empty(), "{outcome}");
+    }
+}
+
+#[test]
+fn passwords_never_reach_the_log() {
+    let server = bob();
+    let url = server.url().replace("http://", "http://bob:hunter2@");
+    let outcome = job(&url).env("RUST_LOG", "trace").run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(
+        !outcome.stdout.contains("hunter2") && !outcome.stderr.contains("hunter2"),
+        "{outcome}"
+    );
+    assert!(outcome.stdout.contains("bob:***@"), "{outcome}");
+    let authorization = server.requests()[0]
+        .header("authorization")
+        .map(str::to_owned);
+    assert_eq!(authorization.as_deref(), Some("Basic Ym9iOmh1bnRlcjI="));
+}
+
+#[test]
+fn help_lists_every_variable_and_version_prints() {
+    let outcome = job("").arg("--help").run();
+    assert_eq!(outcome.code, Some(0));
+    for name in [
+        "SERVICE_URL",
+        "ECHO_TEXT",
+        "INPUT_FILE",
+        "OUTPUT_FILE",
+        "BATCH_SIZE",
+        "CONCURRENCY",
+        "CONNECT_TIMEOUT",
+        "REQUEST_TIMEOUT",
+        "RETRY_DEADLINE",
+        "MAX_RESPONSE_BYTES",
+        "SNOWFLAKE_JOBS_COUNT",
+        "SNOWFLAKE_JOB_INDEX",
+        "RUST_LOG",
+    ] {
+        assert!(outcome.stdout.contains(name), "--help lacks {name}");
+    }
+    assert!(
+        outcome.stdout.contains("http://localhost:8080/echo") && outcome.stdout.contains("30s")
+    );
+    let version = job("").arg("--version").run();
+    assert_eq!(
+        version.stdout,
+        format!("service-to-service {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let unknown = job("").arg("--frobnicate").run();
+    assert_eq!(unknown.code, Some(64));
+}
+
+#[test]
+fn debug_logging_keeps_the_line_format() {
+    let server = bob();
+    let outcome = job(&server.url()).env("RUST_LOG", "debug").run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(!outcome.lines("DEBUG").is_empty(), "{outcome}");
+    outcome.assert_every_line_is_a_log_record();
+}
