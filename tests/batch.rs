@@ -1,0 +1,355 @@
+//! Batch mode: many rows from a file or stdin, batched and concurrent
+//! requests, replicas, and output that is complete or absent.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// An echo server that answers each batch's rows in reverse order, after a
+/// delay that differs per request, so concurrent batches finish out of order.
+fn shuffling_echo() -> Server {
+    serve(|request, n| {
+        let mut rows: Vec<String> = request
+            .rows()
+            .iter()
+            .map(|(i, text)| {
+                format!(
+                    "[{i},{}]",
+                    miniserde::json::to_string(&format!("echo {text}"))
+                )
+            })
+            .collect();
+        rows.reverse();
+        Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
+            .after(Duration::from_millis((n as u64 * 7) % 20))
+    })
+}
+
+fn write_input(dir: &Path, text: &[u8]) -> String {
+    let path = dir.join("input.txt");
+    std::fs::write(&path, text).expect("write input");
+    path.display().to_string()
+}
+
+fn read_output(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("output file")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn rows_come_back_in_index_order_with_concurrency() {
+    let server = shuffling_echo();
+    let dir = temp_dir("order");
+    let lines: Vec<String> = (0..250).map(|i| format!("row {i}")).collect();
+    let input = write_input(&dir, format!("{}\n", lines.join("\n")).as_bytes());
+    let output = dir.join("out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "7")
+        .env("CONCURRENCY", "4")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let expected: Vec<String> = (0..250)
+        .map(|i| format!("[{i},\"echo row {i}\"]"))
+        .collect();
+    assert_eq!(read_output(&output), expected);
+    assert_eq!(server.requests().len(), 250usize.div_ceil(7));
+    assert!(server.requests().iter().all(|r| r.rows().len() <= 7));
+    assert!(
+        server.connections.load(Ordering::SeqCst) <= 4,
+        "connections are kept alive"
+    );
+    let done = outcome.lines("INFO");
+    assert!(
+        done.last()
+            .is_some_and(|l| l.starts_with("Done: 250/250 rows")),
+        "{outcome}"
+    );
+    assert_eq!(files_in(&dir), ["input.txt", "out.jsonl"]);
+}
+
+#[test]
+fn empty_lines_are_rows_and_a_final_newline_is_not() {
+    let server = shuffling_echo();
+    for (text, rows) in [
+        (&b"a\n\nb\n"[..], vec!["a", "", "b"]),
+        (b"a\n\nb", vec!["a", "", "b"]),
+        (b"a\r\nb\r\n", vec!["a", "b"]),
+        (b"\n", vec![""]),
+        (b"", vec![]),
+    ] {
+        let dir = temp_dir("lines");
+        let input = write_input(&dir, text);
+        let output = dir.join("out.jsonl");
+        let outcome = job(&server.url())
+            .env("INPUT_FILE", &input)
+            .env("OUTPUT_FILE", &output)
+            .run();
+        assert_eq!(outcome.code, Some(0), "{outcome}");
+        let expected: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("[{i},\"echo {r}\"]"))
+            .collect();
+        assert_eq!(read_output(&output), expected, "input {text:?}");
+    }
+}
+
+#[test]
+fn without_output_file_replies_go_to_the_log() {
+    let server = shuffling_echo();
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", "-")
+        .stdin_bytes(b"x\ny\n".to_vec());
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let url = server.url();
+    let info = outcome.lines("INFO");
+    assert!(
+        info.contains(&format!("Received response from {url}: echo x")),
+        "{outcome}"
+    );
+    assert!(
+        info.contains(&format!("Received response from {url}: echo y")),
+        "{outcome}"
+    );
+    assert!(
+        info.last().is_some_and(|l| l.starts_with("Done: 2/? rows")),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn invalid_utf8_is_a_data_error_naming_the_line() {
+    let server = shuffling_echo();
+    let dir = temp_dir("utf8");
+    let input = write_input(&dir, b"fine\nalso fine\nbad \xff byte\n");
+    let output = dir.join("out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .run();
+    outcome.assert_fails(65, "line 3");
+    assert_eq!(
+        files_in(&dir),
+        ["input.txt"],
+        "no output, no temporary file"
+    );
+}
+
+#[test]
+fn file_problems_have_their_own_exit_codes() {
+    let server = shuffling_echo();
+    let dir = temp_dir("files");
+    job(&server.url())
+        .env("INPUT_FILE", dir.join("missing.txt"))
+        .run()
+        .assert_fails(66, "missing.txt");
+    let input = write_input(&dir, b"a\n");
+    job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("no/such/dir/out.jsonl"))
+        .run()
+        .assert_fails(73, "out.jsonl");
+    assert!(
+        server.requests().is_empty(),
+        "nothing is sent when the output cannot be created"
+    );
+}
+
+#[test]
+fn a_failed_batch_leaves_no_output_file() {
+    let server = serve(|request, n| match n {
+        3 => Reply::json(500, "boom"),
+        _ => echo("Bob", request),
+    });
+    let dir = temp_dir("failed");
+    let input = write_input(&dir, "x\n".repeat(100).as_bytes());
+    let output = dir.join("out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "10")
+        .run();
+    outcome.assert_fails(76, "HTTP 500");
+    assert_eq!(files_in(&dir), ["input.txt"]);
+}
+
+#[test]
+fn sigterm_mid_job_leaves_no_output_file() {
+    let server = serve(|request, n| match n {
+        0..=2 => echo("Bob", request),
+        _ => Reply::json(200, "").after(Duration::from_secs(30)),
+    });
+    let dir = temp_dir("sigterm");
+    let input = write_input(&dir, "x\n".repeat(100).as_bytes());
+    let child = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("out.jsonl"))
+        .env("BATCH_SIZE", "10")
+        .spawn();
+    thread::sleep(Duration::from_millis(700));
+    send_signal(&child, libc::SIGTERM);
+    let outcome = finish(child, Instant::now());
+    assert_eq!(outcome.code, Some(143), "{outcome}");
+    assert_eq!(
+        files_in(&dir),
+        ["input.txt"],
+        "the temporary file is removed too"
+    );
+}
+
+#[test]
+fn kill_9_mid_job_leaves_nothing_under_the_final_name() {
+    let server = serve(|request, n| match n {
+        0..=2 => echo("Bob", request),
+        _ => Reply::json(200, "").after(Duration::from_secs(30)),
+    });
+    let dir = temp_dir("kill9");
+    let input = write_input(&dir, "x\n".repeat(100).as_bytes());
+    let mut child = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("out.jsonl"))
+        .env("BATCH_SIZE", "10")
+        .spawn();
+    thread::sleep(Duration::from_millis(700));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let files = files_in(&dir);
+    assert!(!files.contains(&"out.jsonl".to_owned()), "{files:?}");
+    // What is left is only the hidden temporary file, which a rerun ignores.
+    assert!(
+        files
+            .iter()
+            .all(|f| f == "input.txt" || f.starts_with(".out.jsonl.")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn replicas_split_the_rows_and_together_cover_each_once() {
+    let server = shuffling_echo();
+    let dir = temp_dir("replicas");
+    let input = write_input(
+        &dir,
+        (0..1000)
+            .map(|i| format!("r{i}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let replicas = 3;
+    let children: Vec<_> = (0..replicas)
+        .map(|k| {
+            job(&server.url())
+                .env("INPUT_FILE", &input)
+                .env("OUTPUT_FILE", dir.join("out-{index}.jsonl"))
+                .env("SNOWFLAKE_JOBS_COUNT", replicas.to_string())
+                .env("SNOWFLAKE_JOB_INDEX", k.to_string())
+                .env("BATCH_SIZE", "50")
+                .spawn()
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for (k, child) in children.into_iter().enumerate() {
+        let outcome = finish(child, Instant::now());
+        assert_eq!(outcome.code, Some(0), "{outcome}");
+        for line in read_output(&dir.join(format!("out-{k}.jsonl"))) {
+            let index: u64 = line[1..line.find(',').expect("comma")]
+                .parse()
+                .expect("index");
+            assert_eq!(index % replicas, k as u64, "replica {k} took row {index}");
+            assert_eq!(line, format!("[{index},\"echo r{index}\"]"));
+            assert!(seen.insert(index), "row {index} twice");
+        }
+    }
+    assert_eq!(seen, (0..1000).collect::<BTreeSet<u64>>());
+}
+
+#[test]
+fn bad_replica_settings_exit_64() {
+    let server = shuffling_echo();
+    for (count, index, cause) in [
+        ("0", "0", "SNOWFLAKE_JOBS_COUNT"),
+        ("4", "4", "must be 0 to 3"),
+        ("x", "0", "not a whole number"),
+    ] {
+        job(&server.url())
+            .env("SNOWFLAKE_JOBS_COUNT", count)
+            .env("SNOWFLAKE_JOB_INDEX", index)
+            .run()
+            .assert_fails(64, cause);
+    }
+}
+
+#[test]
+fn retries_work_per_batch() {
+    let failures = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&failures);
+    let server = serve(move |request, n| {
+        if n % 3 == 1 {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Reply::json(503, "busy")
+        } else {
+            echo("Bob", request)
+        }
+    });
+    let dir = temp_dir("retries");
+    let input = write_input(&dir, "x\n".repeat(30).as_bytes());
+    let output = dir.join("out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "5")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(read_output(&output).len(), 30);
+    let retries = failures.load(Ordering::SeqCst);
+    assert!(retries > 0);
+    assert!(
+        outcome
+            .lines("INFO")
+            .last()
+            .is_some_and(|l| l.ends_with(&format!("{retries} retries"))),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn a_million_rows_stream_in_flat_memory() {
+    let server = serve(|request, _| echo("I", request));
+    let dir = temp_dir("million");
+    let mut text = String::with_capacity(8_000_000);
+    for i in 0..1_000_000 {
+        text.push_str(&format!("{i}\n"));
+    }
+    let input = write_input(&dir, text.as_bytes());
+    drop(text);
+    let output = dir.join("out.jsonl");
+    let started = Instant::now();
+    let child = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "1000")
+        .env("CONCURRENCY", "2")
+        .spawn();
+    let (outcome, peak_kib) = finish_with_peak_rss(child, started);
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(peak_kib <= 8 * 1024, "peak RSS {peak_kib} KiB over 8 MiB");
+    let written = std::fs::read_to_string(&output).expect("output");
+    assert_eq!(written.lines().count(), 1_000_000);
+    assert_eq!(
+        written.lines().nth(999_999),
+        Some("[999999,\"I said 999999\"]")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
