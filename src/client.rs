@@ -165,15 +165,13 @@ impl Client {
                 ErrorKind::TimedOut | ErrorKind::WouldBlock => {
                     Failure::Transient("timed out".to_owned())
                 }
-                ErrorKind::NotConnected
-                | ErrorKind::AddrNotAvailable
-                | ErrorKind::HostUnreachable
-                | ErrorKind::NetworkUnreachable
-                | ErrorKind::NetworkDown => Failure::Transient(format!("network error: {io}")),
-                _ => Failure::Fatal(Error::protocol(
-                    &self.url.to_string(),
-                    format!("I/O error: {io}"),
-                )),
+                // The peer's bytes broke HTTP framing: the service answered wrongly.
+                ErrorKind::InvalidData | ErrorKind::InvalidInput => Failure::Fatal(
+                    Error::protocol(&self.url.to_string(), format!("malformed reply: {io}")),
+                ),
+                // Everything else is the network's: a failed DNS lookup arrives
+                // here too, as std's uncategorised getaddrinfo error.
+                _ => Failure::Transient(format!("network error: {io}")),
             },
             E::BodyExceedsLimit(limit) => Failure::Fatal(Error::protocol(
                 &self.url.to_string(),

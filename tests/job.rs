@@ -279,3 +279,46 @@ fn debug_logging_keeps_the_line_format() {
     assert!(!outcome.lines("DEBUG").is_empty(), "{outcome}");
     outcome.assert_every_line_is_a_log_record();
 }
+
+/// A name that does not resolve, with DNS pointed at loopback so that no query
+/// leaves the machine: a private mount namespace swaps in a resolv.conf
+/// naming 127.0.0.1, where nothing answers.
+#[test]
+fn a_name_that_does_not_resolve_is_retried_then_exits_69() {
+    let dir = temp_dir("dns");
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .expect("write resolv.conf");
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec {BINARY}",
+        resolv.display()
+    );
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "unshare -m must work under CI=true (root)"
+        );
+        eprintln!("SKIPPED: DNS failure test needs `unshare -m` (root)");
+        return;
+    }
+    let started = Instant::now();
+    let child = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("SERVICE_URL", "http://no-such-service.invalid:8000/echo")
+        .env("RETRY_DEADLINE", "2s")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start unshare");
+    let outcome = finish(child, started);
+    outcome.assert_fails(69, "failed to lookup address");
+    assert!(!outcome.lines("WARNING").is_empty(), "{outcome}");
+}
