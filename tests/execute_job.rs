@@ -531,7 +531,7 @@ fn without_snow_it_says_so_in_one_line() {
         .status
         .success()
     {
-        eprintln!("a real snow is installed; skipping the missing-snow check");
+        loud("a real snow is installed; skipping the missing-snow check");
         return;
     }
     let out = execute_job(&dir.0, &[], &[]);

@@ -41,8 +41,8 @@ impl Registry {
                     "CI=true but docker-registry is not installed (apt-get install docker-registry)"
                 );
             }
-            eprintln!(
-                "!!!!! SKIPPED: the push test needs Debian's docker-registry (apt-get install docker-registry) !!!!!"
+            loud(
+                "!!!!! SKIPPED: the push test needs Debian's docker-registry (apt-get install docker-registry) !!!!!",
             );
             return None;
         }
@@ -447,10 +447,13 @@ fn push_rejects_a_url_with_a_scheme() {
     let snow = stand_in_snow();
     let out = push(
         snow.path(),
-        &[(
-            "REPOSITORY_URL",
-            "https://myorg-myacct.registry.snowflakecomputing.com/tutorial_db/data_schema/tutorial_repository",
-        )],
+        &[
+            ("CONTAINER_ENGINE", "docker"),
+            (
+                "REPOSITORY_URL",
+                "https://myorg-myacct.registry.snowflakecomputing.com/tutorial_db/data_schema/tutorial_repository",
+            ),
+        ],
         &["--no-login"],
     );
     assert!(!out.status.success());

@@ -84,8 +84,8 @@ fn comparable(log: &str) -> String {
 #[test]
 fn tiny_build_behaves_like_the_stable_build() {
     if !tiny_requested() {
-        eprintln!(
-            "tiny build not requested (set TINY_IMAGE=1 or run scripts/build --tiny); skipping the parity test"
+        loud(
+            "tiny build not requested (set TINY_IMAGE=1 or run scripts/build --tiny); skipping the parity test",
         );
         return;
     }

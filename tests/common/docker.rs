@@ -20,6 +20,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Writes one line straight to the process's stderr: the test harness
+/// captures `eprintln!`, and a skip must be seen even when tests pass.
+pub fn loud(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 pub const IMAGE: &str = "service_to_service:latest";
 pub const TINY_IMAGE: &str = "service_to_service:tiny";
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -60,10 +67,10 @@ pub fn require_engine() -> Option<String> {
     let answers = *ANSWERS.get_or_init(|| {
         let answers = engine_answers(&engine);
         if !answers && !in_ci() {
-            eprintln!(
+            loud(&format!(
                 "!!!!! SKIPPED: container tests need a container engine, and '{engine} info' got no answer \
                  (start one as .ci/run does; with CI=true this is a failure) !!!!!"
-            );
+            ));
         }
         answers
     });
