@@ -8,10 +8,15 @@
 use std::hash::{BuildHasher, RandomState};
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use miniserde::json::Value;
 use ureq::Agent;
+use ureq::config::Config as AgentConfig;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
@@ -21,12 +26,16 @@ use crate::rows::{self, Row};
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long a resolved address is reused while connections succeed.
+const RESOLVE_TTL: Duration = Duration::from_secs(5);
+
 /// Statuses that mean "not now" rather than "no": a proxy or load balancer in
 /// front of a service that is starting, or a service shedding load.
 const TRANSIENT_STATUSES: [u16; 4] = [429, 502, 503, 504];
 
 pub struct Client {
     agent: Agent,
+    resolved: Arc<ResolveCache>,
     url: ServiceUrl,
     retry_deadline: Duration,
     max_response_bytes: u64,
@@ -42,7 +51,7 @@ enum Failure {
 
 impl Client {
     pub fn new(config: &Config) -> Client {
-        let agent = Agent::config_builder()
+        let agent_config = Agent::config_builder()
             .timeout_connect(Some(config.connect_timeout))
             .timeout_global(Some(config.request_timeout))
             // Status codes are ours to judge; a 3xx answer to a POST is an
@@ -54,10 +63,16 @@ impl Client {
             // HTTP_PROXY meant for egress must not capture it.
             .proxy(None)
             .user_agent(concat!("service-to-service/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let resolved = Arc::new(ResolveCache::default());
+        let agent = Agent::with_parts(
+            agent_config,
+            DefaultConnector::default(),
+            CachingResolver(Arc::clone(&resolved)),
+        );
         Client {
             agent,
+            resolved,
             url: config.service.clone(),
             retry_deadline: config.retry_deadline,
             max_response_bytes: config.max_response_bytes,
@@ -87,6 +102,8 @@ impl Client {
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Transient(cause)) => cause,
             };
+            // The service may have moved: look its name up again next time.
+            self.resolved.forget();
             let elapsed = started.elapsed();
             let Some(left) = self
                 .retry_deadline
@@ -178,8 +195,63 @@ impl Client {
                 format!("reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"),
             )),
             E::BadUri(problem) => Failure::Fatal(Error::config("SERVICE_URL", problem)),
+            E::Protocol(problem) => Failure::Fatal(Error::protocol(
+                &self.url.to_string(),
+                format!("reply is not valid HTTP/1.1: {problem}"),
+            )),
+            E::LargeResponseHeader(_, limit) => Failure::Fatal(Error::protocol(
+                &self.url.to_string(),
+                format!("reply is not valid HTTP/1.1: its headers exceed {limit} bytes"),
+            )),
             other => Failure::Fatal(Error::protocol(&self.url.to_string(), other.to_string())),
         }
+    }
+}
+
+/// The last address lookup, shared by all worker threads.
+///
+/// ureq's default resolver starts a thread for every request so that a slow
+/// lookup cannot outlive the timeout, even when a kept-alive connection makes
+/// the answer unused. In a batch job that thread cost more CPU than the rows
+/// themselves, so answers are reused for a few seconds, and dropped at once
+/// when an attempt fails. Note: ureq's resolver interface is outside its
+/// semver promise, which Cargo.lock pins.
+#[derive(Debug, Default)]
+struct ResolveCache {
+    last: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl ResolveCache {
+    fn forget(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = None;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CachingResolver(Arc<ResolveCache>);
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &AgentConfig,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = uri.authority().map_or("", |a| a.as_str());
+        if let Ok(last) = self.0.last.lock() {
+            if let Some((host, at, addrs)) = last.as_ref() {
+                if host == key && at.elapsed() < RESOLVE_TTL {
+                    return Ok(addrs.clone());
+                }
+            }
+        }
+        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        if let Ok(mut last) = self.0.last.lock() {
+            *last = Some((key.to_owned(), Instant::now(), addrs.clone()));
+        }
+        Ok(addrs)
     }
 }
 

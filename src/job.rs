@@ -50,6 +50,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let mut next_to_write = 0u64;
     let mut input_done = false;
     let mut answered: BTreeMap<u64, (Batch, Vec<Value>)> = BTreeMap::new();
+    let mut lines = String::new();
 
     loop {
         while !input_done && next_to_send - next_to_write < window {
@@ -74,14 +75,19 @@ pub fn run(config: &Config) -> Result<(), Error> {
         };
         answered.insert(seq, (batch, result?));
         while let Some((batch, values)) = answered.remove(&next_to_write) {
-            for (row, value) in batch.iter().zip(&values) {
-                match &mut output {
-                    Some(file) => file.write_line(&rows::encode_output_line(row.index, value))?,
-                    None => log::info!(
-                        "Received response from {}: {}",
-                        client.url(),
-                        rows::display_value(value)
-                    ),
+            match &mut output {
+                Some(file) => {
+                    lines.clear();
+                    for (row, value) in batch.iter().zip(&values) {
+                        rows::push_output_line(&mut lines, row.index, value);
+                    }
+                    file.write(&lines)?;
+                }
+                None => {
+                    for value in &values {
+                        let reply = rows::display_value(value);
+                        log::info!("Received response from {}: {reply}", client.url());
+                    }
                 }
             }
             next_to_write += 1;

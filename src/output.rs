@@ -44,11 +44,9 @@ impl AtomicFile {
         })
     }
 
-    pub fn write_line(&mut self, line: &str) -> Result<(), Error> {
+    pub fn write(&mut self, text: &str) -> Result<(), Error> {
         let result = match &mut self.writer {
-            Some(writer) => writer
-                .write_all(line.as_bytes())
-                .and_then(|()| writer.write_all(b"\n")),
+            Some(writer) => writer.write_all(text.as_bytes()),
             None => Ok(()),
         };
         result.map_err(|cause| self.io_error(cause))
