@@ -63,10 +63,27 @@ impl AtomicFile {
             .and_then(|file| file.sync_all().map(|()| file))
             .map_err(|cause| self.io_error(cause))?;
         drop(file);
-        std::fs::rename(&self.temp, &self.destination).map_err(|cause| self.io_error(cause))?;
+        if let Err(cause) = std::fs::rename(&self.temp, &self.destination) {
+            self.copy_into_place().map_err(|_| self.io_error(cause))?;
+        }
         self.committed = true;
         signals::forget(&self.temp);
         Ok(())
+    }
+
+    /// Snowflake stage volumes stream each file to cloud storage and cannot
+    /// rename. There the finished file is copied to its final name in one
+    /// sequential write, which they do support, and the temporary removed.
+    fn copy_into_place(&self) -> std::io::Result<()> {
+        log::debug!(
+            "Cannot rename into place; copying to {}",
+            self.destination.display()
+        );
+        if let Err(error) = std::fs::copy(&self.temp, &self.destination) {
+            let _ = std::fs::remove_file(&self.destination);
+            return Err(error);
+        }
+        std::fs::remove_file(&self.temp)
     }
 
     fn io_error(&self, cause: std::io::Error) -> Error {
