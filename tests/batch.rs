@@ -360,15 +360,8 @@ fn a_million_rows_stream_in_flat_memory() {
 /// EBUSY, while writing through it works.
 #[test]
 fn output_is_copied_into_place_where_rename_fails() {
-    let probe = std::process::Command::new("unshare")
-        .args(["-m", "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "unshare -m must work under CI=true (root)"
-        );
-        eprintln!("SKIPPED: rename fallback test needs `unshare -m` (root)");
+    if !can_unshare_mounts() {
+        skip_unless_ci("`unshare -m` (root)");
         return;
     }
     let server = shuffling_echo();

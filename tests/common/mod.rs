@@ -9,6 +9,7 @@ pub mod docker;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +69,30 @@ impl Job {
         let started = Instant::now();
         let child = { self }.spawn();
         finish(child, started)
+    }
+
+    /// Runs the job to the end and also returns its own peak RSS in KiB.
+    ///
+    /// `finish_with_peak_rss` reports an upper bound: the kernel starts a
+    /// process's peak from that of the address space it replaced at exec,
+    /// which for a spawned child is the test process's. Here the job is
+    /// traced instead, stopped as it exits (while its memory still exists),
+    /// and its peak read from /proc (VmHWM). Where tracing is not allowed,
+    /// this falls back to the upper bound.
+    pub fn run_with_rss(mut self) -> (Outcome, u64) {
+        // SAFETY: ptrace is async-signal-safe; nothing is allocated between
+        // fork and exec.
+        unsafe {
+            self.command.pre_exec(|| {
+                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let child = { self }.spawn();
+        let peak = trace_to_exit(child.id() as libc::pid_t);
+        let (outcome, upper_bound) = finish_with_peak_rss(child, started);
+        (outcome, peak.unwrap_or(upper_bound))
     }
 }
 
@@ -451,4 +476,94 @@ pub fn finish_with_peak_rss(child: Child, started: Instant) -> (Outcome, u64) {
         elapsed: started.elapsed(),
     };
     (outcome, usage.ru_maxrss as u64)
+}
+
+/// Follows a child that asked to be traced (PTRACE_TRACEME) until it is
+/// about to exit, and returns its peak RSS (VmHWM) in KiB read at that
+/// moment. Leaves the child running to its end, to be reaped by the caller.
+/// None if the child was not traced. Must run on the thread that spawned it.
+fn trace_to_exit(pid: libc::pid_t) -> Option<u64> {
+    let wait = || {
+        let mut status = 0;
+        // SAFETY: waits for one child; __WALL also sees a traced child's stops.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        (waited == pid).then_some(status)
+    };
+    let resume = |signal: i32| {
+        // SAFETY: the child is in a ptrace stop.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, signal) };
+    };
+    // A traced child stops with SIGTRAP at its exec; untraced, it would
+    // only be seen here once it has exited, so peek without reaping first.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is valid for writing; WNOWAIT leaves the child as it is.
+    let peeked = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::__WALL,
+        )
+    };
+    // SAFETY: si_status is set for the stops and exits waitid reports.
+    if peeked != 0
+        || info.si_code != libc::CLD_TRAPPED
+        || unsafe { info.si_status() } != libc::SIGTRAP
+    {
+        return None;
+    }
+    wait()?;
+    // SAFETY: the child is in its exec stop.
+    unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETOPTIONS,
+            pid,
+            0,
+            libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL,
+        )
+    };
+    resume(0);
+    loop {
+        let status = wait()?;
+        if !libc::WIFSTOPPED(status) {
+            // Ended without an exit stop; the caller can no longer reap it
+            // either, so report nothing and let the caller see the error.
+            return None;
+        }
+        if status >> 8 == libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8) {
+            let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| {
+                    status
+                        .lines()
+                        .find_map(|line| line.strip_prefix("VmHWM:"))
+                        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+                });
+            // SAFETY: the child is in its exit stop; detaching lets it end.
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+            return peak;
+        }
+        // Any other stop is a signal on its way in: deliver it.
+        resume(libc::WSTOPSIG(status));
+    }
+}
+
+/// Skips a test that needs something this machine lacks: fails under
+/// `CI=true`, where everything must be there, and otherwise says so in one
+/// line that the test harness does not capture.
+pub fn skip_unless_ci(what: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is required under CI=true"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what} is not available here");
+}
+
+/// Whether a private mount namespace can be made (`unshare -m`, as root).
+pub fn can_unshare_mounts() -> bool {
+    Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
 }
