@@ -360,10 +360,6 @@ fn a_million_rows_stream_in_flat_memory() {
 /// EBUSY, while writing through it works.
 #[test]
 fn output_is_copied_into_place_where_rename_fails() {
-    if !can_unshare_mounts() {
-        skip_unless_ci("`unshare -m` (root)");
-        return;
-    }
     let server = shuffling_echo();
     let dir = temp_dir("no-rename");
     let input = write_input(&dir, b"a\nb\n");
@@ -373,25 +369,14 @@ fn output_is_copied_into_place_where_rename_fails() {
     let backing = dir.join("backing.jsonl");
     std::fs::write(&output, "").expect("touch");
     std::fs::write(&backing, "stale").expect("touch");
-    let script = format!(
-        "mount --bind {} {} && exec {BINARY}",
-        backing.display(),
-        output.display()
-    );
-    let started = Instant::now();
-    let child = std::process::Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("SERVICE_URL", server.url())
+    let Some(job) = job_with_bind_mount(&server.url(), &backing, &output) else {
+        return;
+    };
+    let outcome = job
         .env("INPUT_FILE", &input)
         .env("OUTPUT_FILE", &output)
         .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start unshare");
-    let outcome = finish(child, started);
+        .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(
         outcome

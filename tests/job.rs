@@ -292,26 +292,12 @@ fn a_name_that_does_not_resolve_is_retried_then_exits_69() {
         "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
     )
     .expect("write resolv.conf");
-    let script = format!(
-        "mount --bind {} /etc/resolv.conf && exec {BINARY}",
-        resolv.display()
-    );
-    if !can_unshare_mounts() {
-        skip_unless_ci("`unshare -m` (root)");
+    let url = "http://no-such-service.invalid:8000/echo";
+    let resolv_conf = std::path::Path::new("/etc/resolv.conf");
+    let Some(job) = job_with_bind_mount(url, &resolv, resolv_conf) else {
         return;
-    }
-    let started = Instant::now();
-    let child = std::process::Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("SERVICE_URL", "http://no-such-service.invalid:8000/echo")
-        .env("RETRY_DEADLINE", "2s")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start unshare");
-    let outcome = finish(child, started);
+    };
+    let outcome = job.env("RETRY_DEADLINE", "2s").run();
     outcome.assert_fails(69, "failed to lookup address");
     assert!(!outcome.lines("WARNING").is_empty(), "{outcome}");
 }

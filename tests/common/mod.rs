@@ -37,6 +37,31 @@ pub fn job(service_url: &str) -> Job {
     Job { command }
 }
 
+/// The job in a private mount namespace where `source` is bind-mounted over
+/// `target`, to give it a different world without touching the machine's.
+/// `None`, after a skip line, where that needs root this process lacks.
+pub fn job_with_bind_mount(service_url: &str, source: &Path, target: &Path) -> Option<Job> {
+    if !can_unshare_mounts() {
+        skip_unless_ci("`unshare -m` (root)");
+        return None;
+    }
+    let script = format!(
+        "mount --bind '{}' '{}' && exec '{BINARY}'",
+        source.display(),
+        target.display()
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["-m", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("SERVICE_URL", service_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Some(Job { command })
+}
+
 impl Job {
     pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Job {
         self.command.env(name, value);
