@@ -26,6 +26,9 @@ use crate::rows::{self, Row};
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The largest block of reply headers accepted.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// How long a resolved address is reused while connections succeed.
 const RESOLVE_TTL: Duration = Duration::from_secs(5);
 
@@ -63,6 +66,13 @@ impl Client {
             // HTTP_PROXY meant for egress must not capture it.
             .proxy(None)
             .user_agent(concat!("service-to-service/", env!("CARGO_PKG_VERSION")))
+            // ureq zeroes 256 KiB of buffers per connection by default, which
+            // was nine tenths of a single-row job's instructions. Replies'
+            // headers must fit the input buffer, so it is a little larger than
+            // the header limit: longer headers get a clear error, not a stall.
+            .max_response_header_size(MAX_HEADER_BYTES)
+            .input_buffer_size(MAX_HEADER_BYTES + 4096)
+            .output_buffer_size(16 * 1024)
             .build();
         let resolved = Arc::new(ResolveCache::default());
         let agent = Agent::with_parts(
