@@ -6,7 +6,7 @@
 //! which failures to retry.
 
 use std::hash::{BuildHasher, RandomState};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,12 +152,20 @@ impl Client {
             .headers()
             .get("location")
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-        let body = response
+        let declared = response
+            .headers()
+            .get("content-length")
+            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.max_response_bytes) {
+            return Err(self.classify(ureq::Error::BodyExceedsLimit(self.max_response_bytes)));
+        }
+        let reader = response
             .body_mut()
             .with_config()
             .limit(self.max_response_bytes)
-            .read_to_vec()
-            .map_err(|e| self.classify(e))?;
+            .reader();
+        let body = read_body(reader, declared, self.max_response_bytes)
+            .map_err(|e| self.classify(e.into()))?;
 
         if TRANSIENT_STATUSES.contains(&status) {
             return Err(Failure::Transient(format!("HTTP {status}")));
@@ -262,6 +270,30 @@ impl Resolver for CachingResolver {
             *last = Some((key.to_owned(), Instant::now(), addrs.clone()));
         }
         Ok(addrs)
+    }
+}
+
+/// Reads a reply body of at most `limit` bytes without doubling its buffer:
+/// a copy on each doubling would make peak memory about twice the limit.
+/// Past the first 64 KiB the buffer jumps once to the limit; pages it never
+/// writes cost no memory.
+fn read_body(mut reader: impl Read, declared: Option<u64>, limit: u64) -> std::io::Result<Vec<u8>> {
+    const FIRST: u64 = 64 * 1024;
+    let first = declared.unwrap_or(FIRST).min(limit);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = Vec::with_capacity(usize::try_from(first).unwrap_or(limit));
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(read) => read,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if body.len() + read > body.capacity() {
+            body.reserve_exact(limit.saturating_add(1).saturating_sub(body.len()).max(read));
+        }
+        body.extend_from_slice(&chunk[..read]);
     }
 }
 
