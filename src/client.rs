@@ -54,6 +54,9 @@ enum Failure {
 
 impl Client {
     pub fn new(config: &Config) -> Client {
+        // Before the first request: ureq's own log lines may quote what the
+        // service sends back, password and all.
+        crate::logging::hide(config.service.secrets());
         let agent_config = Agent::config_builder()
             .timeout_connect(Some(config.connect_timeout))
             .timeout_global(Some(config.request_timeout))
@@ -170,15 +173,26 @@ impl Client {
         if TRANSIENT_STATUSES.contains(&status) {
             return Err(Failure::Transient(format!("HTTP {status}")));
         }
-        let protocol =
-            |problem: String| Failure::Fatal(Error::protocol(&self.url.to_string(), problem));
+        // What the service says goes into the ERROR line, and a service or
+        // proxy may echo the request's Authorization header or URL back: so
+        // the password is taken out first, before any cut to 200 bytes.
+        let shown = self.url.redact(&body);
+        let protocol = |problem: String| {
+            Failure::Fatal(Error::protocol(
+                &self.url.to_string(),
+                self.url.redact_str(problem),
+            ))
+        };
         match status {
-            200..=299 => rows::decode_reply(&body, sent).map_err(protocol),
+            200..=299 => rows::decode_reply_showing(&body, &shown, sent).map_err(protocol),
             300..=399 => Err(protocol(format!(
                 "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
                 location.as_deref().unwrap_or("(no Location header)")
             ))),
-            _ => Err(protocol(format!("HTTP {status}: {}", rows::preview(&body)))),
+            _ => Err(protocol(format!(
+                "HTTP {status}: {}",
+                rows::preview(&shown)
+            ))),
         }
     }
 

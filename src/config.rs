@@ -5,6 +5,7 @@
 //! in a specification fails the job at once with exit 64 instead of after the
 //! retry deadline.
 
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -134,13 +135,111 @@ impl Shard {
 pub struct ServiceUrl {
     full: String,
     redacted: String,
+    /// Every form in which the password could come back in a reply: as
+    /// written, percent-decoded, and inside the Basic authorization token
+    /// that the client sends (a service or proxy may echo request headers).
+    secrets: Vec<Vec<u8>>,
 }
+
+/// Passwords shorter than this are not searched for in text on their own
+/// (a one-letter password would blank out every such letter of a message);
+/// their Basic token still is.
+const SHORTEST_REDACTED_PASSWORD: usize = 4;
 
 impl ServiceUrl {
     /// The URL as given, credentials included: for the HTTP client only.
     pub fn as_request_url(&self) -> &str {
         &self.full
     }
+
+    /// `text` with every form of the URL's password replaced by `***`, for
+    /// text from the service that goes into a log line. Borrowed when there
+    /// was nothing to replace.
+    pub fn redact<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
+        crate::logging::redact(&self.secrets, text)
+    }
+
+    /// `redact` for a message.
+    pub fn redact_str(&self, text: String) -> String {
+        match self.redact(text.as_bytes()) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// The forms of the password that `redact` replaces.
+    pub fn secrets(&self) -> &[Vec<u8>] {
+        &self.secrets
+    }
+}
+
+/// The forms of `userinfo`'s password to keep out of logs.
+fn secrets_of(userinfo: &str) -> Vec<Vec<u8>> {
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return Vec::new();
+    };
+    // The client sends `Basic base64(user:password)`, with both as written.
+    let mut secrets = vec![base64(userinfo.as_bytes())];
+    if password.len() >= SHORTEST_REDACTED_PASSWORD {
+        let decoded = percent_decode(password);
+        // As a log line quotes it (`{:?}` escapes quotes and backslashes).
+        let quoted = format!("{:?}", String::from_utf8_lossy(&decoded));
+        for form in [
+            password.as_bytes().to_vec(),
+            decoded,
+            quoted.as_bytes()[1..quoted.len() - 1].to_vec(),
+        ] {
+            if !secrets.contains(&form) {
+                secrets.push(form);
+            }
+        }
+    }
+    secrets
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(high), Some(low)) if hex(high).is_some() && hex(low).is_some() => {
+                let value = hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0);
+                out.push(value as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding, as in a Basic authorization header.
+fn base64(bytes: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for ServiceUrl {
@@ -396,6 +495,7 @@ pub fn parse_service_url(url: &str) -> Result<ServiceUrl, Error> {
     Ok(ServiceUrl {
         full: url.to_owned(),
         redacted,
+        secrets: userinfo.map(secrets_of).unwrap_or_default(),
     })
 }
 
@@ -508,6 +608,28 @@ mod tests {
         assert_eq!(secret.to_string(), "http://bob:***@h:8000/echo?q=1");
         assert_eq!(secret.as_request_url(), "http://bob:s3cret@h:8000/echo?q=1");
         assert!(!format!("{secret:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn echoed_passwords_are_redacted_in_every_form() {
+        let url = parse_service_url("http://bob:s3cr%22et@h/echo").unwrap();
+        // base64("bob:s3cr%22et"), as the client sends it.
+        assert_eq!(base64(b"bob:s3cr%22et"), b"Ym9iOnMzY3IlMjJldA==");
+        let echoed = br#"Basic Ym9iOnMzY3IlMjJldA== s3cr%22et s3cr"et s3cr"et"#;
+        assert_eq!(&*url.redact(echoed), b"Basic *** *** *** ***".as_slice());
+        assert!(matches!(url.redact(b"nothing here"), Cow::Borrowed(_)));
+        assert_eq!(
+            url.redact_str("HTTP 401: s3cr%22et".into()),
+            "HTTP 401: ***"
+        );
+        // No password, nothing to hide; a short one only as its token.
+        let plain = parse_service_url("http://h/echo").unwrap();
+        assert!(matches!(plain.redact(b"x"), Cow::Borrowed(_)));
+        let short = parse_service_url("http://bob:pw@h/echo").unwrap();
+        assert_eq!(&*short.redact(b"pw Ym9iOnB3"), b"pw ***".as_slice());
+        for (input, expected) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v")] {
+            assert_eq!(base64(input.as_bytes()), expected.as_bytes());
+        }
     }
 
     #[test]

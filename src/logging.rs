@@ -4,7 +4,9 @@
 //! Timestamps are UTC and computed here from the epoch; a date crate would
 //! cost more bytes than the twenty lines of calendar arithmetic it replaces.
 
+use std::borrow::Cow;
 use std::io::Write;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter};
@@ -25,21 +27,73 @@ pub fn init() -> Result<(), Error> {
     builder
         .target(env_logger::Target::Stdout)
         .format(|out, record| {
-            writeln!(
-                out,
-                "{LOGGER_NAME} [{}] [{}] {}",
-                Timestamp::now(),
-                python_level_name(record.level()),
-                record.args()
-            )
+            let (time, level) = (Timestamp::now(), python_level_name(record.level()));
+            match HIDDEN.get().filter(|secrets| !secrets.is_empty()) {
+                None => writeln!(out, "{LOGGER_NAME} [{time}] [{level}] {}", record.args()),
+                Some(secrets) => {
+                    let message = record.args().to_string();
+                    let message = redact(secrets, message.as_bytes());
+                    writeln!(
+                        out,
+                        "{LOGGER_NAME} [{time}] [{level}] {}",
+                        String::from_utf8_lossy(&message)
+                    )
+                }
+            }
         })
         .filter_level(LevelFilter::Info);
     if checked.is_ok() && !spec.trim().is_empty() {
         builder.parse_filters(&spec);
     }
+    // At trace, ureq-proto hex-dumps every byte sent and received, the
+    // Authorization header (the URL's password in base64) included. Its
+    // requests and responses are still logged at debug, with that header
+    // redacted. The most specific directive wins, so this holds whatever
+    // RUST_LOG says.
+    builder.filter_module("ureq_proto::util", LevelFilter::Off);
     // Only fails if a logger is already set, which would be a bug in main.
     let _ = builder.try_init();
     checked
+}
+
+/// Text that no log line may carry: the forms of the service URL's password.
+static HIDDEN: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+
+/// From now on, every log line has each of `secrets` replaced by `***`,
+/// whichever crate logs it (ureq's debug lines show response headers as
+/// the service sent them, for one). Only the first call counts.
+pub fn hide(secrets: &[Vec<u8>]) {
+    let _ = HIDDEN.set(secrets.to_vec());
+}
+
+/// `text` with every occurrence of each of `secrets` replaced by `***`;
+/// borrowed when there was nothing to replace.
+pub fn redact<'a>(secrets: &[Vec<u8>], text: &'a [u8]) -> Cow<'a, [u8]> {
+    let mut text = Cow::Borrowed(text);
+    for secret in secrets {
+        let Some(first) = find(&text, secret) else {
+            continue;
+        };
+        let mut out = text[..first].to_vec();
+        let mut rest = &text[first..];
+        while let Some(at) = find(rest, secret) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(b"***");
+            rest = &rest[at + secret.len()..];
+        }
+        out.extend_from_slice(rest);
+        text = Cow::Owned(out);
+    }
+    text
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// Accepts comma-separated `level` or `module=level` directives. env_logger

@@ -82,14 +82,21 @@ pub fn display_value(value: &Value) -> String {
 
 /// Checks a reply to a request that sent rows with the indices `sent`
 /// (ascending), and returns the values in the same order as `sent`.
+#[cfg_attr(not(test), allow(dead_code))] // for tests and fuzz/; the client shows less
 pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<Value>, String> {
+    decode_reply_showing(body, body, sent)
+}
+
+/// `decode_reply`, with error messages quoting `shown` instead of `body`:
+/// the body with anything that must not reach a log line taken out.
+pub fn decode_reply_showing(body: &[u8], shown: &[u8], sent: &[u64]) -> Result<Vec<Value>, String> {
     let text = std::str::from_utf8(body)
         .map_err(|e| format!("reply is not valid UTF-8 (at byte {})", e.valid_up_to()))?;
     if nesting_exceeds(text.as_bytes(), MAX_NESTING) {
         return Err(format!("reply nests JSON deeper than {MAX_NESTING} levels"));
     }
     let top: TopLevel =
-        json::from_str(text).map_err(|_| format!("reply is not valid JSON: {}", preview(body)))?;
+        json::from_str(text).map_err(|_| format!("reply is not valid JSON: {}", preview(shown)))?;
     let data = match top {
         TopLevel::Other(kind) => {
             return Err(format!(
@@ -101,7 +108,7 @@ pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<Value>, String> {
             ..
         } => return Err(format!("reply has the key {key:?} more than once")),
         TopLevel::Object { data: None, .. } => {
-            return Err(format!("reply has no \"data\" key: {}", preview(body)));
+            return Err(format!("reply has no \"data\" key: {}", preview(shown)));
         }
         TopLevel::Object {
             data: Some(data), ..
