@@ -114,9 +114,11 @@ impl Job {
             });
         }
         let started = Instant::now();
-        let child = { self }.spawn();
+        let mut child = { self }.spawn();
+        // Drain the pipes first: a job blocked on a full pipe never exits.
+        let output = read_output(&mut child);
         let peak = trace_to_exit(child.id() as libc::pid_t);
-        let (outcome, upper_bound) = finish_with_peak_rss(child, started);
+        let (outcome, upper_bound) = wait_with_peak_rss(child, output, started);
         (outcome, peak.unwrap_or(upper_bound))
     }
 }
@@ -472,10 +474,20 @@ pub fn send_signal(child: &Child, signal: i32) {
 }
 
 /// Waits for `child` and returns its outcome with its peak RSS in KiB, from
-/// the kernel's accounting for that one process.
+/// the kernel's accounting for that one process. An upper bound: the kernel
+/// counts the peak of the address space replaced at exec, here the test
+/// process's, so a big test process inflates it; `Job::run_with_rss`
+/// measures the job's own.
 pub fn finish_with_peak_rss(child: Child, started: Instant) -> (Outcome, u64) {
-    let pid = child.id() as libc::pid_t;
     let mut child = child;
+    let output = read_output(&mut child);
+    wait_with_peak_rss(child, output, started)
+}
+
+type OutputReaders = (thread::JoinHandle<String>, thread::JoinHandle<String>);
+
+/// Threads that read a child's stdout and stderr to their end.
+fn read_output(child: &mut Child) -> OutputReaders {
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out = thread::spawn(move || {
@@ -488,6 +500,11 @@ pub fn finish_with_peak_rss(child: Child, started: Instant) -> (Outcome, u64) {
         let _ = stderr.read_to_string(&mut text);
         text
     });
+    (out, err)
+}
+
+fn wait_with_peak_rss(child: Child, (out, err): OutputReaders, started: Instant) -> (Outcome, u64) {
+    let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data, zeroed and filled by wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

@@ -1,0 +1,506 @@
+//! Fault injection: raw TCP peers on 127.0.0.1 that misbehave on purpose.
+//!
+//! Every case checks the same four things: the documented exit code, exactly
+//! one ERROR line that names the cause (or none, for the cases that must
+//! succeed), no panic, and bounds: finished within
+//! `REQUEST_TIMEOUT + RETRY_DEADLINE + 1 s` with a peak RSS under 16 MiB.
+//! docs/robustness.md lists the cases with what each one observed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+const RETRY_DEADLINE: Duration = Duration::from_secs(1);
+const PEAK_RSS_LIMIT_KIB: u64 = 16 * 1024;
+
+/// The Tutorial 1 reply to the job's one row.
+const GOOD_BODY: &str = r#"{"data":[[0,"Bob said Hello"]]}"#;
+
+/// The job against a peer at `addr`, with short timeouts.
+fn against(addr: SocketAddr) -> Job {
+    against_url(&format!("http://{addr}/echo"))
+}
+
+fn against_url(url: &str) -> Job {
+    job(url)
+        .env("CONNECT_TIMEOUT", "1s")
+        .env("REQUEST_TIMEOUT", "1s")
+        .env("RETRY_DEADLINE", "1s")
+}
+
+/// Runs `job` and checks what every case shares: no panic, the time bound
+/// and the memory bound.
+fn run_bounded(job: Job) -> Outcome {
+    let (outcome, peak_kib) = job.run_with_rss();
+    // One line per run for docs/robustness.md: `cargo test --test faults --
+    // --nocapture` shows them.
+    eprintln!(
+        "observed: exit {:?}, {} ms, peak RSS {peak_kib} KiB, {} WARNING, ERROR: {:?}",
+        outcome.code,
+        outcome.elapsed.as_millis(),
+        outcome.lines("WARNING").len(),
+        outcome.errors()
+    );
+    outcome.assert_no_panic();
+    let bound = REQUEST_TIMEOUT + RETRY_DEADLINE + Duration::from_secs(1);
+    assert!(
+        outcome.elapsed < bound,
+        "took {:?}, over {bound:?}:\n{outcome}",
+        outcome.elapsed
+    );
+    assert!(
+        peak_kib < PEAK_RSS_LIMIT_KIB,
+        "peak RSS {peak_kib} KiB, over 16 MiB:\n{outcome}"
+    );
+    outcome
+}
+
+/// Asserts a successful run that logged `reply` and no ERROR or WARNING line.
+fn assert_succeeds(outcome: &Outcome, reply: &str) {
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(outcome.errors().is_empty(), "{outcome}");
+    assert!(outcome.lines("WARNING").is_empty(), "{outcome}");
+    let received = outcome.lines("INFO");
+    assert!(
+        received.last().is_some_and(|line| line.ends_with(reply)),
+        "the reply {reply:?} was not logged:\n{outcome}"
+    );
+}
+
+/// Like `Outcome::assert_fails`, for causes that the kernel's timing may
+/// report in more than one way: the ERROR line must contain one of `needles`.
+fn assert_fails_with_one_of(outcome: &Outcome, code: i32, needles: &[&str]) {
+    assert_eq!(outcome.code, Some(code), "exit code:\n{outcome}");
+    let error = outcome.error();
+    assert!(
+        needles.iter().any(|needle| error.contains(needle)),
+        "ERROR line names none of {needles:?}:\n{outcome}"
+    );
+    outcome.assert_no_panic();
+}
+
+/// A peer that reads the request, writes `bytes` and closes.
+fn answers(bytes: impl Into<Vec<u8>>) -> SocketAddr {
+    let bytes: Arc<Vec<u8>> = Arc::new(bytes.into());
+    serve_raw(move |mut stream| {
+        if read_raw_request(&stream).is_some() {
+            let _ = stream.write_all(&bytes);
+        }
+    })
+}
+
+/// An HTTP/1.1 reply with a correct Content-Length and `extra_headers`
+/// (each ending in CRLF).
+fn http_reply(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(body);
+    reply
+}
+
+/// A 200 reply carrying `body`.
+fn ok_with(body: impl AsRef<[u8]>) -> SocketAddr {
+    answers(http_reply("200 OK", "", body.as_ref()))
+}
+
+/// Closes `stream` with a TCP RST instead of a FIN: SO_LINGER on, timeout 0.
+fn reset(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the descriptor is open for the call, and `linger` is a valid
+    // `struct linger` of the size passed.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "setsockopt(SO_LINGER)");
+    drop(stream);
+}
+
+// ---------------------------------------------------------------- transport
+
+#[test]
+fn a_peer_that_accepts_and_closes_at_once_is_unreachable() {
+    let addr = serve_raw(drop);
+    let outcome = run_bounded(against(addr));
+    assert_fails_with_one_of(
+        &outcome,
+        69,
+        &[
+            "connection closed before the reply was complete",
+            "connection reset",
+        ],
+    );
+    assert!(
+        !outcome.lines("WARNING").is_empty(),
+        "closed connections are retried:\n{outcome}"
+    );
+}
+
+#[test]
+fn a_reset_in_the_middle_of_the_headers_is_unreachable() {
+    let addr = serve_raw(|mut stream| {
+        if read_raw_request(&stream).is_some() {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: appl");
+            // Let the job read the partial head before the reset arrives.
+            thread::sleep(Duration::from_millis(50));
+            reset(stream);
+        }
+    });
+    let outcome = run_bounded(against(addr));
+    outcome.assert_fails(69, "connection reset");
+    assert!(!outcome.lines("WARNING").is_empty(), "{outcome}");
+}
+
+#[test]
+fn a_garbage_status_line_is_a_protocol_error() {
+    let addr = answers("SSH-2.0-OpenSSH_9.6\r\n\r\n");
+    let outcome = run_bounded(against(addr));
+    outcome.assert_fails(76, "reply is not valid HTTP/1.1: http parse fail");
+    assert!(
+        outcome.lines("WARNING").is_empty(),
+        "not retried:\n{outcome}"
+    );
+}
+
+#[test]
+fn a_body_shorter_than_its_content_length_is_unreachable() {
+    // The peer promises 100 bytes, sends 8 and closes: what a service that
+    // crashes mid-reply looks like, so it is retried like a reset.
+    let addr = answers("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"data\":");
+    let outcome = run_bounded(against(addr));
+    outcome.assert_fails(69, "connection closed before the reply was complete");
+    assert!(!outcome.lines("WARNING").is_empty(), "{outcome}");
+}
+
+#[test]
+fn a_bad_chunk_size_is_a_protocol_error() {
+    let addr = answers(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+         zz\r\n{\"data\":[[0,\"x\"]]}\r\n0\r\n\r\n",
+    );
+    let outcome = run_bounded(against(addr));
+    outcome.assert_fails(76, "reply is not valid HTTP/1.1: chunk length");
+    assert!(outcome.lines("WARNING").is_empty(), "{outcome}");
+}
+
+/// Decided: a body delimited by the end of the connection is valid HTTP
+/// (RFC 9112 section 6.3, last rule), so a complete reply sent that way is
+/// accepted. Truncation cannot be told apart from the end here; a truncated
+/// reply is then caught as invalid JSON (next test).
+#[test]
+fn a_close_delimited_http_1_0_body_is_accepted() {
+    let addr = answers(format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{GOOD_BODY}"
+    ));
+    let outcome = run_bounded(against(addr));
+    assert_succeeds(&outcome, ": Bob said Hello");
+
+    let addr = answers(format!(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{GOOD_BODY}"
+    ));
+    assert_succeeds(&run_bounded(against(addr)), ": Bob said Hello");
+}
+
+#[test]
+fn a_truncated_close_delimited_body_is_a_protocol_error() {
+    let addr = answers("HTTP/1.0 200 OK\r\n\r\n{\"data\":[[0,\"Bob sa");
+    run_bounded(against(addr)).assert_fails(76, "not valid JSON");
+}
+
+#[test]
+fn a_peer_dripping_a_byte_a_second_times_out() {
+    let addr = serve_raw(|mut stream| {
+        if read_raw_request(&stream).is_none() {
+            return;
+        }
+        let reply = http_reply("200 OK", "", GOOD_BODY.as_bytes());
+        for byte in reply {
+            // Stops once the job has hung up: the second write after the
+            // close fails.
+            if stream.write_all(&[byte]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let outcome = run_bounded(against(addr));
+    outcome.assert_fails(69, "timed out");
+}
+
+/// A peer that streams a reply of `head` and then spaces for up to 1 GiB,
+/// and reports how many body bytes it got out before the job hung up.
+fn endless_reply(head: &'static str) -> (SocketAddr, mpsc::Receiver<u64>) {
+    let (sent, written) = mpsc::channel();
+    let addr = serve_raw(move |mut stream| {
+        if read_raw_request(&stream).is_none() || stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let chunk = [b' '; 64 * 1024];
+        let mut total = 0u64;
+        while total < 1 << 30 {
+            match stream.write(&chunk) {
+                Ok(n) => total += n as u64,
+                Err(_) => break,
+            }
+        }
+        let _ = sent.send(total);
+    });
+    (addr, written)
+}
+
+#[test]
+fn a_1_gib_body_is_refused_at_max_response_bytes() {
+    let heads = [
+        // Announced in advance...
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n",
+        // ...or not: until the connection closes.
+        "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n",
+    ];
+    for head in heads {
+        let (addr, written) = endless_reply(head);
+        let outcome = run_bounded(against(addr));
+        outcome.assert_fails(76, "larger than MAX_RESPONSE_BYTES (10485760 bytes)");
+        // The peer stops as soon as the job has hung up, well short of 1 GiB:
+        // what it wrote is the limit plus whatever the sockets buffered.
+        let total = written
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the peer stops writing once the job is gone");
+        assert!(total < 64 << 20, "the peer wrote {total} bytes");
+    }
+}
+
+#[test]
+fn a_body_just_over_a_small_limit_is_refused() {
+    let body = format!(r#"{{"data":[[0,"{}"]]}}"#, "x".repeat(1000));
+    let addr = ok_with(&body);
+    let limit = (body.len() - 1).to_string();
+    let outcome = run_bounded(against(addr).env("MAX_RESPONSE_BYTES", &limit));
+    outcome.assert_fails(
+        76,
+        &format!("larger than MAX_RESPONSE_BYTES ({limit} bytes)"),
+    );
+    let addr = ok_with(&body);
+    let exact = body.len().to_string();
+    let outcome = run_bounded(against(addr).env("MAX_RESPONSE_BYTES", &exact));
+    assert_eq!(
+        outcome.code,
+        Some(0),
+        "a body of exactly the limit fits:\n{outcome}"
+    );
+}
+
+#[test]
+fn sixty_four_kib_of_headers_are_refused() {
+    // As a few long headers: over the client's 64 KiB limit on a head.
+    let long: String = (0..16)
+        .map(|i| format!("X-Padding-{i:02}: {}\r\n", "p".repeat(4096)))
+        .collect();
+    // As many short ones: over its limit on the number of headers.
+    let many: String = (0..1024)
+        .map(|i| format!("X-Padding-{i:04}: {}\r\n", "p".repeat(48)))
+        .collect();
+    for (padding, cause) in [
+        (long, "its headers exceed 16384 bytes"),
+        (many, "http parse resulted in too many headers"),
+    ] {
+        assert!(padding.len() >= 64 * 1024);
+        let addr = answers(http_reply("200 OK", &padding, GOOD_BODY.as_bytes()));
+        let outcome = run_bounded(against(addr));
+        outcome.assert_fails(76, &format!("reply is not valid HTTP/1.1: {cause}"));
+    }
+}
+
+// ---------------------------------------------------------------- body
+
+#[test]
+fn invalid_utf8_in_the_body_is_a_protocol_error() {
+    let addr = ok_with(b"{\"data\":[[0,\"Bob said \xc3\x28\"]]}");
+    run_bounded(against(addr)).assert_fails(76, "not valid UTF-8 (at byte 22)");
+}
+
+#[test]
+fn json_nested_100000_deep_is_refused_cheaply() {
+    let deep = format!(
+        "{{\"data\":[[0,{}{}]]}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    run_bounded(against(ok_with(&deep))).assert_fails(76, "deeper than 128 levels");
+    // Unbalanced: only openings, as a hostile peer would send.
+    let open = "[".repeat(100_000);
+    run_bounded(against(ok_with(&open))).assert_fails(76, "deeper than 128 levels");
+}
+
+#[test]
+fn row_indices_must_be_non_negative_integers() {
+    let cases = [
+        (r#"{"data":[["0","x"]]}"#, "a string as its index"),
+        (r#"{"data":[[0.0,"x"]]}"#, "not a whole number from 0"),
+        (r#"{"data":[[0.5,"x"]]}"#, "not a whole number from 0"),
+        (r#"{"data":[[1e0,"x"]]}"#, "has a fraction or an exponent"),
+        (r#"{"data":[[-1,"x"]]}"#, "negative index -1"),
+        (r#"{"data":[[-0,"x"]]}"#, "negative index -0"),
+        (r#"{"data":[[null,"x"]]}"#, "null as its index"),
+        (
+            r#"{"data":[[18446744073709551616,"x"]]}"#,
+            "or is too large",
+        ),
+    ];
+    for (body, cause) in cases {
+        run_bounded(against(ok_with(body))).assert_fails(76, cause);
+    }
+}
+
+#[test]
+fn duplicate_keys_are_a_protocol_error() {
+    let body = r#"{"data":[[0,"first"]],"data":[[0,"second"]]}"#;
+    run_bounded(against(ok_with(body))).assert_fails(76, "key \"data\" more than once");
+    let body = r#"{"other":1,"data":[[0,"x"]],"other":2}"#;
+    run_bounded(against(ok_with(body))).assert_fails(76, "key \"other\" more than once");
+}
+
+#[test]
+fn data_null_is_a_protocol_error() {
+    run_bounded(against(ok_with(r#"{"data":null}"#))).assert_fails(76, "\"data\" is null");
+}
+
+// ---------------------------------------------------------------- HTTP
+
+#[test]
+fn redirects_are_not_followed_and_name_the_location() {
+    // Where the redirects point: counts every connection it is offered.
+    let offered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&offered);
+    let target = serve_raw(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    for status in [
+        "301 Moved Permanently",
+        "302 Found",
+        "307 Temporary Redirect",
+        "308 Permanent Redirect",
+    ] {
+        let location = format!("http://{target}/moved");
+        let addr = answers(http_reply(
+            status,
+            &format!("Location: {location}\r\n"),
+            b"",
+        ));
+        let outcome = run_bounded(against(addr));
+        let code = &status[..3];
+        outcome.assert_fails(76, &format!("HTTP {code} redirect to {location}"));
+    }
+    assert_eq!(offered.load(Ordering::SeqCst), 0, "a redirect was followed");
+}
+
+#[test]
+fn a_100_continue_before_the_reply_is_skipped() {
+    let mut reply = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+    reply.extend(http_reply("200 OK", "", GOOD_BODY.as_bytes()));
+    let addr = answers(reply);
+    assert_succeeds(&run_bounded(against(addr)), ": Bob said Hello");
+}
+
+#[test]
+fn a_100_continue_sent_before_the_request_is_read_is_skipped() {
+    let addr = serve_raw(|mut stream| {
+        if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return;
+        }
+        if read_raw_request(&stream).is_some() {
+            let _ = stream.write_all(&http_reply("200 OK", "", GOOD_BODY.as_bytes()));
+        }
+    });
+    assert_succeeds(&run_bounded(against(addr)), ": Bob said Hello");
+}
+
+#[test]
+fn a_reply_after_the_timeout_has_fired_is_ignored() {
+    // Alone: the attempt times out, the deadline has passed, and the late
+    // reply lands on a closed connection.
+    let addr = serve_raw(|mut stream| {
+        if read_raw_request(&stream).is_some() {
+            thread::sleep(REQUEST_TIMEOUT + Duration::from_millis(300));
+            let _ = stream.write_all(&http_reply("200 OK", "", GOOD_BODY.as_bytes()));
+        }
+    });
+    run_bounded(against(addr)).assert_fails(69, "timed out");
+}
+
+#[test]
+fn a_late_reply_is_never_taken_for_the_retry_s_reply() {
+    // The first connection answers "stale" after the timeout; later ones
+    // answer "fresh" at once. The retry must get "fresh", on a new connection.
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&connections);
+    let addr = serve_raw(move |mut stream| {
+        let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+        while read_raw_request(&stream).is_some() {
+            let body = if first {
+                thread::sleep(Duration::from_millis(800));
+                r#"{"data":[[0,"stale"]]}"#
+            } else {
+                r#"{"data":[[0,"fresh"]]}"#
+            };
+            if stream
+                .write_all(&http_reply("200 OK", "", body.as_bytes()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let outcome = run_bounded(
+        against(addr)
+            .env("REQUEST_TIMEOUT", "500ms")
+            .env("RETRY_DEADLINE", "1s"),
+    );
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(outcome.stdout.contains(": fresh"), "{outcome}");
+    assert!(!outcome.stdout.contains("stale"), "{outcome}");
+    let warnings = outcome.lines("WARNING");
+    assert_eq!(warnings.len(), 1, "{outcome}");
+    assert!(warnings[0].contains("timed out"), "{outcome}");
+    assert!(connections.load(Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn nothing_the_peer_sends_after_the_reply_matters() {
+    // Trailing garbage after a complete Content-Length reply on a
+    // connection the job will not use again.
+    let mut reply = http_reply("200 OK", "", GOOD_BODY.as_bytes());
+    reply.extend_from_slice(b"HTTP/1.1 500 Oops\r\n\r\ngarbage\xff\xfe");
+    assert_succeeds(&run_bounded(against(answers(reply))), ": Bob said Hello");
+}
+
+#[test]
+fn a_peer_that_never_reads_the_request_times_out() {
+    // Holds the connection open without reading: the request (small) fits
+    // in the socket buffer, so the job waits for a reply that never comes.
+    let addr = serve_raw(|mut stream| {
+        let mut byte = [0u8; 1];
+        thread::sleep(Duration::from_secs(5));
+        let _ = stream.read(&mut byte);
+    });
+    run_bounded(against(addr)).assert_fails(69, "timed out");
+}
