@@ -490,3 +490,139 @@ mod tests {
         assert!(long.ends_with("\"...") && long.len() == 200 + 5);
     }
 }
+
+/// Properties over generated inputs (proptest): what the examples above show
+/// for a few rows holds for any rows, and no reply can make the decoder
+/// panic. fuzz/ runs the decoder on far more inputs, outside `cargo test`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::{btree_map, btree_set, vec};
+    use proptest::prelude::*;
+
+    /// Any character, with the ones JSON must escape drawn often.
+    fn any_text() -> impl Strategy<Value = String> {
+        let character = prop_oneof![
+            3 => any::<char>(),
+            1 => (0u8..0x20).prop_map(char::from),
+            1 => prop::sample::select(vec!['"', '\\', '/', '\u{7f}', '\u{2028}', '\u{fffd}', '🦀']),
+        ];
+        vec(character, 0..40).prop_map(|chars| chars.into_iter().collect())
+    }
+
+    /// Distinct indices, ascending as the client sends them, with the
+    /// extremes drawn often.
+    fn any_rows() -> impl Strategy<Value = Vec<Row>> {
+        let index = prop_oneof![0u64..1000, any::<u64>(), Just(u64::MAX)];
+        btree_map(index, any_text(), 0..16).prop_map(|rows| {
+            rows.into_iter()
+                .map(|(index, text)| Row { index, text })
+                .collect()
+        })
+    }
+
+    fn texts(values: &[Value]) -> Vec<String> {
+        values
+            .iter()
+            .map(|value| match value {
+                Value::String(text) => text.clone(),
+                other => panic!("not a string: {}", json::to_string(other)),
+            })
+            .collect()
+    }
+
+    /// Bytes that look like JSON often enough to get past the parser.
+    fn json_soup() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\"data\"",
+            "\"data\":",
+            "0",
+            "1",
+            "2",
+            "-1",
+            "-0",
+            "0.5",
+            "1e400",
+            "18446744073709551616",
+            "null",
+            "true",
+            "\"x\"",
+            "\"\\u0000\"",
+            "\"\\ud800\"",
+            "\"\\\"",
+            "\u{fffd}",
+            "\u{ff}",
+        ]);
+        vec(token, 0..64).prop_map(|tokens| tokens.concat().into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A request body has the shape of a reply that echoes each row: so
+        /// decoding what was encoded gives back every text, in order.
+        #[test]
+        fn encoding_then_decoding_gives_back_the_rows(rows in any_rows()) {
+            let sent: Vec<u64> = rows.iter().map(|row| row.index).collect();
+            let body = encode_request(&rows);
+            let values = decode_reply(body.as_bytes(), &sent);
+            prop_assert!(values.is_ok(), "{body}: {values:?}");
+            let expected: Vec<String> = rows.iter().map(|row| row.text.clone()).collect();
+            prop_assert_eq!(texts(&values.unwrap_or_default()), expected);
+        }
+
+        /// Rows may come back in any order; the values still line up with
+        /// the indices sent.
+        #[test]
+        fn the_order_of_the_reply_does_not_matter(rows in any_rows(), seed in any::<u64>()) {
+            let sent: Vec<u64> = rows.iter().map(|row| row.index).collect();
+            let mut shuffled = rows.clone();
+            let len = shuffled.len().max(1) as u64;
+            for i in 0..shuffled.len() {
+                let j = ((seed.wrapping_mul(i as u64 + 1)) % len) as usize;
+                shuffled.swap(i, j);
+            }
+            let values = decode_reply(encode_request(&shuffled).as_bytes(), &sent);
+            let expected: Vec<String> = rows.iter().map(|row| row.text.clone()).collect();
+            prop_assert_eq!(texts(&values.unwrap_or_default()), expected);
+        }
+
+        /// A row missing from the reply is always an error that names it.
+        #[test]
+        fn a_missing_row_is_always_named(rows in any_rows(), drop in any::<prop::sample::Index>()) {
+            prop_assume!(!rows.is_empty() && rows.len() <= 5);
+            let sent: Vec<u64> = rows.iter().map(|row| row.index).collect();
+            let gone = drop.index(rows.len());
+            let mut partial = rows.clone();
+            partial.remove(gone);
+            let error = decode_reply(encode_request(&partial).as_bytes(), &sent);
+            let error = error.err().unwrap_or_default();
+            prop_assert!(error.contains(&format!("no reply for index {}", rows[gone].index)), "{}", error);
+        }
+
+        /// No bytes whatsoever make the decoder panic, and what it accepts
+        /// has one value per row sent.
+        #[test]
+        fn arbitrary_bytes_never_panic(body in vec(any::<u8>(), 0..512), sent in btree_set(0u64..4, 0..4)) {
+            let sent: Vec<u64> = sent.into_iter().collect();
+            if let Ok(values) = decode_reply(&body, &sent) {
+                prop_assert_eq!(values.len(), sent.len());
+            }
+        }
+
+        #[test]
+        fn json_like_bytes_never_panic(body in json_soup(), sent in btree_set(0u64..4, 0..4)) {
+            let sent: Vec<u64> = sent.into_iter().collect();
+            if let Ok(values) = decode_reply(&body, &sent) {
+                prop_assert_eq!(values.len(), sent.len());
+            }
+        }
+    }
+}
