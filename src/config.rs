@@ -366,13 +366,13 @@ pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
     let not_a_number = || format!("{text:?} is not a number; {expected}");
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() && fraction.is_empty()
-        || !digits_only(whole)
-        || !digits_only(fraction)
-        || whole.len() > 12
-    {
+    if whole.is_empty() && fraction.is_empty() || !digits_only(whole) || !digits_only(fraction) {
         return Err(not_a_number());
     }
+    if whole.trim_start_matches('0').len() > 12 {
+        return Err(format!("{text:?} is too large; the most allowed is 24h"));
+    }
+    let whole = &whole[whole.len().saturating_sub(12)..];
     let fraction = &fraction[..fraction.len().min(12)];
     let whole_value: u128 = if whole.is_empty() {
         0
@@ -575,6 +575,12 @@ mod tests {
         assert!(d("5d").unwrap_err().contains("unknown unit \"d\""));
         assert!(d("-1s").unwrap_err().contains("negative"));
         assert!(d("100000s").unwrap_err().contains("too large"));
+        assert!(
+            d("99999999999999999999s")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(d("0000000000000005s"), Ok(Duration::from_secs(5)));
     }
 
     #[test]
