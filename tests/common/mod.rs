@@ -4,8 +4,6 @@
 //! Every test binary includes this module and uses part of it.
 #![allow(dead_code)]
 
-pub mod docker;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -240,13 +240,7 @@ pub fn check_spec(doc: &Value) -> Vec<String> {
                 ],
             );
             let name = v.get("name").and_then(string).unwrap_or("");
-            if !valid_name(name) {
-                problems.push(format!("{what}: invalid name '{name}'"));
-            }
-            if volume_names.contains(&name.to_string()) {
-                problems.push(format!("{what}: duplicate volume name '{name}'"));
-            }
-            volume_names.push(name.to_string());
+            check_new_name(&mut problems, &what, "volume", name, &mut volume_names);
             match v.get("source").and_then(string) {
                 Some("stage") => {
                     let stage = at(volume, &["stageConfig", "name"]).and_then(string).unwrap_or("");
@@ -301,13 +295,13 @@ pub fn check_spec(doc: &Value) -> Vec<String> {
             ],
         );
         let name = c.get("name").and_then(string).unwrap_or("");
-        if !valid_name(name) {
-            problems.push(format!("{what}: invalid name '{name}'"));
-        }
-        if container_names.contains(&name.to_string()) {
-            problems.push(format!("{what}: duplicate container name '{name}'"));
-        }
-        container_names.push(name.to_string());
+        check_new_name(
+            &mut problems,
+            &what,
+            "container",
+            name,
+            &mut container_names,
+        );
 
         // /<db>/<schema>/<repository>/<image>[:<tag>], as the tutorial uses.
         let image = c.get("image").and_then(string).unwrap_or("");
@@ -447,4 +441,22 @@ pub fn check_spec(doc: &Value) -> Vec<String> {
         }
     }
     problems
+}
+
+/// A volume's or container's name must follow the SPCS name rules and be
+/// unique among its kind; records it in `seen`.
+fn check_new_name(
+    problems: &mut Vec<String>,
+    what: &str,
+    kind: &str,
+    name: &str,
+    seen: &mut Vec<String>,
+) {
+    if !valid_name(name) {
+        problems.push(format!("{what}: invalid name '{name}'"));
+    }
+    if seen.iter().any(|s| s == name) {
+        problems.push(format!("{what}: duplicate {kind} name '{name}'"));
+    }
+    seen.push(name.to_owned());
 }
