@@ -69,11 +69,17 @@ fn comparable(log: &str) -> String {
                 out.push(masked);
             }
         } else if line.contains("attempt") || line.contains("rows/s") {
-            out.push(
-                line.chars()
-                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                    .collect(),
-            );
+            // A run of digits becomes one '#': timings and rates differ in
+            // their number of digits from run to run, not only in value.
+            let mut masked = String::with_capacity(line.len());
+            for c in line.chars() {
+                if !c.is_ascii_digit() {
+                    masked.push(c);
+                } else if !masked.ends_with('#') {
+                    masked.push('#');
+                }
+            }
+            out.push(masked);
         } else {
             out.push(line.to_string());
         }
