@@ -547,8 +547,8 @@ class Bench:
             f"INPUT_FILE of {thousands(rows)} lines, BATCH_SIZE=100 over one keep-alive connection "
             "(CONCURRENCY=1 for ours; requests.Session for python; one http.Client for go), OUTPUT_FILE as JSON "
             f"lines; {fig['ours']['batch_runs']} runs each, and every output byte-identical to ours. CPU and peak "
-            "RSS are the client's alone, from /usr/bin/time; the echo service's CPU is not counted. The ratio "
-            "in parentheses is the subject's client CPU over ours."
+            "RSS are the client's alone, from /usr/bin/time; the echo service's CPU is not counted. Client "
+            "CPU per row is the mean client CPU divided by the rows."
         )
 
     def _instructions_section(self, put):
