@@ -1,0 +1,3 @@
+module service-to-service/bench/go
+
+go 1.19
