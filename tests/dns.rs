@@ -230,3 +230,39 @@ fn ip_literals_ask_no_dns() {
     assert_bob_said_hello(&outcome, &dns);
     assert!(dns.queries().is_empty(), "{}", dns.log());
 }
+
+/// A DNS server that never answers, with resolv.conf's own timeout far past
+/// REQUEST_TIMEOUT: each attempt's lookup ends at REQUEST_TIMEOUT, and the
+/// job at RETRY_DEADLINE, naming DNS.
+#[test]
+fn request_timeout_and_retry_deadline_bound_a_lookup_that_hangs() {
+    if let Some(missing) = dns::unavailable() {
+        skip_unless_ci(&missing);
+        return;
+    }
+    let silent = BrokenUpstream::start(Broken::Silent);
+    let resolv = temp_dir("dns-hang").join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!(
+            "nameserver {}\nsearch {}\noptions ndots:5 timeout:30 attempts:1\n",
+            silent.address,
+            dns::SEARCH.join(" ")
+        ),
+    )
+    .expect("write resolv.conf");
+    let server = bob();
+    let url = format!("http://echo-service:{}/echo", server.addr.port());
+    let Some(job) = job_with_bind_mount(&url, &resolv, Path::new("/etc/resolv.conf")) else {
+        return;
+    };
+    let outcome = job
+        .env("REQUEST_TIMEOUT", "1s")
+        .env("RETRY_DEADLINE", "2s")
+        .run();
+    outcome.assert_fails(
+        69,
+        "DNS lookup of echo-service did not finish within REQUEST_TIMEOUT",
+    );
+    assert!(outcome.elapsed < Duration::from_secs(10), "{outcome}");
+}
