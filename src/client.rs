@@ -7,20 +7,18 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::{ErrorKind, Read};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use miniserde::json::Value;
 use ureq::Agent;
-use ureq::config::Config as AgentConfig;
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::DefaultConnector;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
 use crate::logging::Seconds;
+use crate::resolve::{CachingResolver, ResolveCache};
 use crate::rows::{self, Row};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -28,9 +26,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The largest block of reply headers accepted.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// How long a resolved address is reused while connections succeed.
-const RESOLVE_TTL: Duration = Duration::from_secs(5);
 
 /// Statuses that mean "not now" rather than "no": a proxy or load balancer in
 /// front of a service that is starting, or a service shedding load.
@@ -237,53 +232,6 @@ impl Client {
             )),
             other => Failure::Fatal(Error::protocol(&self.url.to_string(), other.to_string())),
         }
-    }
-}
-
-/// The last address lookup, shared by all worker threads.
-///
-/// ureq's default resolver starts a thread for every request so that a slow
-/// lookup cannot outlive the timeout, even when a kept-alive connection makes
-/// the answer unused. In a batch job that thread cost more CPU than the rows
-/// themselves, so answers are reused for a few seconds, and dropped at once
-/// when an attempt fails. Note: ureq's resolver interface is outside its
-/// semver promise, which Cargo.lock pins.
-#[derive(Debug, Default)]
-struct ResolveCache {
-    last: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
-}
-
-impl ResolveCache {
-    fn forget(&self) {
-        if let Ok(mut last) = self.last.lock() {
-            *last = None;
-        }
-    }
-}
-
-#[derive(Debug)]
-struct CachingResolver(Arc<ResolveCache>);
-
-impl Resolver for CachingResolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &AgentConfig,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let key = uri.authority().map_or("", |a| a.as_str());
-        if let Ok(last) = self.0.last.lock() {
-            if let Some((host, at, addrs)) = last.as_ref() {
-                if host == key && at.elapsed() < RESOLVE_TTL {
-                    return Ok(addrs.clone());
-                }
-            }
-        }
-        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
-        if let Ok(mut last) = self.0.last.lock() {
-            *last = Some((key.to_owned(), Instant::now(), addrs.clone()));
-        }
-        Ok(addrs)
     }
 }
 

@@ -10,6 +10,7 @@ mod input;
 mod job;
 mod logging;
 mod output;
+mod resolve;
 mod rows;
 mod signals;
 

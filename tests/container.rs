@@ -8,6 +8,8 @@
 //! Without an engine they skip with one loud line, except with CI=true,
 //! where they fail.
 
+#[path = "common/dns.rs"]
+mod dns;
 #[path = "common/docker.rs"]
 mod docker;
 
@@ -120,6 +122,73 @@ fn job_container_says_bob_said_hello_then_fails_without_the_service() {
             build.tag
         );
     }
+}
+
+/// The image resolves `echo-service` as in SPCS: no --add-host, but a
+/// resolv.conf with SPCS's search domains and `ndots:5`, naming dnsmasq on
+/// loopback, which answers A and NXDOMAIN for AAAA (the quirk musl's own
+/// lookup fails on).
+#[test]
+fn job_container_finds_the_service_through_spcs_search_domains() {
+    let Some(engine) = require_engine() else {
+        return;
+    };
+    if let Some(missing) = dns::unavailable() {
+        assert!(!in_ci(), "CI=true but this test needs {missing}");
+        loud(&format!("!!!!! SKIPPED: this test needs {missing} !!!!!"));
+        return;
+    }
+    let name = "echo-service.abc123.svc.spcs.internal";
+    let dir = TempDir::new("dns");
+    let dns = dns::Dnsmasq::start(dir.path(), &[format!("--address=/{name}/127.0.0.1")]);
+    let echo = EchoService::start(0, "Bob");
+    let url = format!("http://echo-service:{}/echo", echo.addr.port());
+    // Docker writes --dns as given, even a loopback address, with the host
+    // network; other engines get the file itself.
+    let mut resolv = vec![];
+    if engine == "docker" {
+        resolv.extend(["--dns".to_owned(), dns.address.to_string()]);
+        for domain in dns::SEARCH {
+            resolv.extend(["--dns-search".to_owned(), domain.to_owned()]);
+        }
+        for option in ["ndots:5", "timeout:1", "attempts:2"] {
+            resolv.extend(["--dns-option".to_owned(), option.to_owned()]);
+        }
+    } else {
+        let file = dns.resolv_conf();
+        resolv.extend([
+            "-v".to_owned(),
+            format!("{}:/etc/resolv.conf:ro", file.display()),
+        ]);
+    }
+    for build in builds(&engine) {
+        let out = run_with_timeout(
+            Command::new(&engine)
+                .args(["run", "--rm", "--network", "host"])
+                .args(&resolv)
+                .args([
+                    "-e",
+                    &format!("SERVICE_URL={url}"),
+                    "-e",
+                    "RETRY_DEADLINE=0",
+                ])
+                .arg(build.tag),
+            Duration::from_secs(60),
+        );
+        assert_success(build.tag, &out);
+        assert!(
+            text(&out.stdout).ends_with("Bob said Hello\n"),
+            "{}: {}",
+            build.tag,
+            text(&out.stdout)
+        );
+    }
+    assert!(
+        dns.names_asked("A").iter().any(|asked| asked == name),
+        "the container did not ask dnsmasq:\n{}",
+        dns.log()
+    );
+    assert!(dns.names_asked("AAAA").is_empty(), "{}", dns.log());
 }
 
 #[test]
