@@ -221,6 +221,8 @@ spec:
   volumes:
   - name: data
     source: stage
+    uid: 65532
+    gid: 65532
     stageConfig:
       name: \"@tutorial_db.data_schema.tutorial_stage\"
 $$
