@@ -555,6 +555,11 @@ fn bad_settings_fail_in_one_line_before_any_call() {
             vec!["--stage", "@tutorial_stage"],
             "use @<db>.<schema>.tutorial_stage",
         ),
+        (
+            vec![("JOB_NAME", "data_schema.job")],
+            vec!["--stage", "@data_schema.tutorial_stage/specs"],
+            "use @<db>.<schema>.tutorial_stage",
+        ),
         (vec![], vec!["--spec", "spec/absent.yaml"], "not found"),
         (vec![], vec!["--spec", dollar_spec.to_str().unwrap()], "$$"),
         (vec![], vec!["--bogus"], "unknown argument"),
