@@ -880,6 +880,13 @@ fn readme_deploy_commands() -> Vec<String> {
         }
         if in_block && (line.starts_with("snow ") || line.starts_with("./scripts/execute-job")) {
             commands.push(line.to_string());
+        } else if !in_block {
+            // Inline ones too, such as the tiny image's run.
+            for (i, span) in line.split('`').enumerate() {
+                if i % 2 == 1 && span.contains("./scripts/execute-job") {
+                    commands.push(span.to_string());
+                }
+            }
         }
     }
     commands
@@ -892,7 +899,13 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     };
     let echo = common::serve(|r, _| common::echo("Bob", r));
     let commands = readme_deploy_commands();
-    assert!(commands.len() >= 6, "{commands:?}");
+    assert!(commands.len() >= 7, "{commands:?}");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.starts_with("IMAGE=") && c.ends_with(":tiny ./scripts/execute-job")),
+        "{commands:?}"
+    );
     // A directory like a checkout (the scripts find the repository from
     // their own path), holding the batch input the README uploads.
     let work = snowflake::Scratch::new("readme");
@@ -938,4 +951,32 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
         .collect();
     expected.sort();
     assert_eq!(answered, expected);
+}
+
+#[test]
+fn real_snow_an_unqualified_job_name_reruns_in_the_connections_schema() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let vars = [
+        ("SERVICE_URL", echo.url()),
+        ("SNOW_CONNECTION", "tutorial".to_string()),
+        ("JOB_NAME", "plain_job".to_string()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for run in 0..2 {
+        let out = real_execute_job(&fake, &vars, &[]);
+        assert!(out.status.success(), "run {run}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("dropping the finished job plain_job (status DONE)"),
+            run == 1,
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        fake.sql()[0],
+        "SHOW JOB SERVICES LIKE 'PLAIN_JOB' IN SCHEMA ->> SELECT \"status\" FROM $1 WHERE \"name\" = 'PLAIN_JOB';"
+    );
 }

@@ -284,17 +284,17 @@ SERVICE_COLUMNS = [
 def show_services(sql, session):
     m = re.match(
         rf"SHOW\s+(JOB\s+)?SERVICES(?:\s+LIKE\s+'(?P<like>[^']*)')?"
-        rf"(?:\s+IN\s+SCHEMA\s+(?P<schema>{IDENT}\.{IDENT}))?"
+        rf"(?:\s+IN\s+SCHEMA(?:\s+(?P<schema>{IDENT}(?:\.{IDENT})?))?)?"
         rf"(?:\s*->>\s*SELECT\s+\"status\"\s+FROM\s+\$1\s+WHERE\s+\"name\"\s*=\s*'(?P<exact>[^']*)')?\s*;?\s*$",
         sql,
         re.S | re.I,
     )
     if not m:
         raise SqlError("001003", "42000", "SQL compilation error: syntax error in SHOW SERVICES")
-    if m.group("schema"):
-        schema = m.group("schema").upper()
-    else:
-        schema = qualify("x", session, "SHOW SERVICES").rsplit(".", 1)[0]
+    # IN SCHEMA alone is the session's schema; a bare schema is in the
+    # session's database.
+    prefix = m.group("schema") + "." if m.group("schema") else ""
+    schema = qualify(prefix + "x", session, "SHOW SERVICES").rsplit(".", 1)[0]
     like = None
     if m.group("like") is not None:
         # LIKE is case-insensitive; % and _ are wildcards.
