@@ -562,35 +562,7 @@ fn push_with_the_real_snow_logs_in_to_the_repository_host() {
     );
     // The engine's credential store holds it, for the repository's host:
     // user 0sessiontoken, password what snow printed ({"token": ...}).
-    let store = [
-        credentials.path().join("config.json"),
-        credentials.path().join("auth.json"),
-    ]
-    .iter()
-    .find_map(|p| fs::read_to_string(p).ok())
-    .expect("no credentials stored");
-    let auths: Value = json::from_str(&store).unwrap();
-    let entry = object_field(object_field(&auths, "auths"), &registry.addr);
-    let decoded = Command::new("base64")
-        .arg("-d")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(as_str(object_field(entry, "auth")).as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    let login = text(&decoded.stdout);
-    let password = login
-        .strip_prefix("0sessiontoken:")
-        .unwrap_or_else(|| panic!("stored user is not 0sessiontoken"));
-    let password: Value = json::from_str(password).expect("the password is snow's JSON");
-    assert_eq!(as_str(object_field(&password, "token")), token);
+    assert_eq!(stored_token(credentials.path(), &registry.addr), *token);
 
     let (status, _, _) = registry
         .get(
@@ -626,4 +598,118 @@ fn push_names_the_fix_for_underscore_and_uppercase_hosts() {
         assert!(err.contains(expected), "{err}");
         assert!(snow_calls(snow.path()).is_empty());
     }
+}
+
+/// The registry token an engine stored for `host` in `dir` (docker's
+/// config.json or podman's auth.json): checks the user is 0sessiontoken and
+/// the password snow's JSON, and returns its "token".
+fn stored_token(dir: &Path, host: &str) -> String {
+    let store = [dir.join("config.json"), dir.join("auth.json")]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .expect("no credentials stored");
+    let auths: Value = json::from_str(&store).unwrap();
+    let entry = object_field(object_field(&auths, "auths"), host);
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(as_str(object_field(entry, "auth")).as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let login = text(&decoded.stdout);
+    let password = login
+        .strip_prefix("0sessiontoken:")
+        .unwrap_or_else(|| panic!("stored user is not 0sessiontoken"));
+    let password: Value = json::from_str(password).expect("the password is snow's JSON");
+    as_str(object_field(&password, "token")).to_string()
+}
+
+/// Podman, with a `docker` on PATH that fails if called: the login and the
+/// push go through podman alone (snow's own login would have run docker).
+/// Needs podman (apt-get install podman; .ci/run installs it).
+#[test]
+fn push_with_podman_and_the_real_snow_never_calls_docker() {
+    let podman_answers = Command::new("podman")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !podman_answers {
+        assert!(
+            !in_ci(),
+            "CI=true but podman is missing (apt-get install podman)"
+        );
+        loud("!!!!! SKIPPED: the podman push test needs podman (apt-get install podman) !!!!!");
+        return;
+    }
+    let Some(snow_bin) = snowflake::real_snow_bin() else {
+        return;
+    };
+    let build = run_with_timeout(
+        Command::new(repo_root().join("scripts/build")).env("CONTAINER_ENGINE", "podman"),
+        Duration::from_secs(600),
+    );
+    assert_success("CONTAINER_ENGINE=podman scripts/build", &build);
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let fake = snowflake::FakeSnowflake::start(
+        snow_bin,
+        "other-org-other-acct.registry.snowflakecomputing.com",
+    );
+    let no_docker = TempDir::new("no-docker");
+    let docker = no_docker.path().join("docker");
+    fs::write(
+        &docker,
+        "#!/bin/sh\necho \"docker was called: $*\" >&2\nexit 99\n",
+    )
+    .unwrap();
+    fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).unwrap();
+    let credentials = TempDir::new("podman-credentials");
+    let repository_url = format!("{}/{REPOSITORY}", registry.addr);
+    let mut cmd = fake.command(repo_root().join("scripts/push"));
+    let path = format!(
+        "{}:{}",
+        no_docker.path().display(),
+        env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", format!("{}:{path}", fake.snow_bin.display()))
+        .env("REPOSITORY_URL", &repository_url)
+        .env("CONTAINER_ENGINE", "podman")
+        .env("REGISTRY_AUTH_FILE", credentials.path().join("auth.json"));
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(180));
+    assert_success("push with podman", &out);
+    assert!(
+        !text(&out.stderr).contains("docker was called"),
+        "{}",
+        text(&out.stderr)
+    );
+    let remote = format!("{repository_url}/service_to_service:latest");
+    assert_eq!(field(&text(&out.stdout), "pushed:"), remote);
+    let tokens = fake.tokens();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(stored_token(credentials.path(), &registry.addr), tokens[0]);
+    for output in [&out.stdout, &out.stderr] {
+        assert!(
+            !text(output).contains(tokens[0].as_str()),
+            "the token was printed"
+        );
+    }
+    let (status, _, _) = registry
+        .get(
+            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    engine_ok("podman", &["rmi", &remote]);
 }
