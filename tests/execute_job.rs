@@ -980,3 +980,52 @@ fn real_snow_an_unqualified_job_name_reruns_in_the_connections_schema() {
         "SHOW JOB SERVICES LIKE 'PLAIN_JOB' IN SCHEMA ->> SELECT \"status\" FROM $1 WHERE \"name\" = 'PLAIN_JOB';"
     );
 }
+
+/// Everything a run of scripts/execute-job connects to is on loopback: every
+/// connect(2) of its process tree (the script and each real `snow`), seen by
+/// strace. Without SNOWFLAKE_DISABLE_PLATFORM_DETECTION and the version check
+/// off, snow also tried 169.254.169.254 and the machine's DNS server.
+#[test]
+fn real_snow_a_run_connects_to_loopback_only() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let have_strace = Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_strace {
+        common::skip_unless_ci("strace (apt-get install strace)");
+        return;
+    }
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let trace = snowflake::Scratch::new("strace");
+    let log = trace.0.join("connect.log");
+    let out = fake
+        .command("strace")
+        .args(["-f", "-qq", "-e", "trace=connect", "-o"])
+        .arg(&log)
+        .arg(repo().join("scripts/execute-job"))
+        .env("SERVICE_URL", echo.url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(&log).unwrap();
+    let mut inet = 0;
+    for line in text.lines().filter(|l| l.contains("connect(")) {
+        if line.contains("AF_INET6") {
+            inet += 1;
+            assert!(line.contains("\"::1\""), "not loopback: {line}");
+        } else if line.contains("AF_INET") {
+            inet += 1;
+            assert!(line.contains("inet_addr(\"127."), "not loopback: {line}");
+        }
+    }
+    // One per snow call: the check, EXECUTE, the status and the log.
+    assert!(
+        inet >= 4,
+        "{inet} connections seen, too few to trust the trace:\n{text}"
+    );
+}

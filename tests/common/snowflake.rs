@@ -123,7 +123,10 @@ impl FakeSnowflake {
             std::thread::sleep(Duration::from_millis(20));
         };
         let config = home.0.join("config.toml");
-        let mut connections = String::from("default_connection_name = \"fake\"\n");
+        // No version check: snow would ask pypi.org for its latest release.
+        let mut connections = String::from(
+            "default_connection_name = \"fake\"\n\n[cli]\nignore_new_version_warning = true\n",
+        );
         for (name, extra) in [
             ("fake", ""),
             (
@@ -162,6 +165,9 @@ impl FakeSnowflake {
             ),
         )
         .env("SNOWFLAKE_HOME", &self.home.0)
+        // The connector would otherwise probe cloud metadata endpoints
+        // (169.254.169.254 and others) to report its platform.
+        .env("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
         .stdin(Stdio::null());
         for var in [
             "COMPUTE_POOL",
