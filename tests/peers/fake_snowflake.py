@@ -266,6 +266,10 @@ def execute_job(sql, session):
         return done(f"Request to execute job {short} submitted successfully.")
     job.wait()
     status = job.status()
+    if status == "RUNNING":
+        raise SqlError(
+            "000630", "57014", f"Statement reached its timeout of {SYNC_TIMEOUT} seconds (job {short} still runs)."
+        )
     if status == "FAILED":
         raise SqlError(
             "395029",
