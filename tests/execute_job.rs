@@ -1029,3 +1029,36 @@ fn real_snow_a_run_connects_to_loopback_only() {
         "{inet} connections seen, too few to trust the trace:\n{text}"
     );
 }
+
+/// snow renders `&{...}` and `<% ... %>` unless told not to: a spec holding
+/// both reaches Snowflake as written, and the job still runs.
+#[test]
+fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let dir = Scratch::new();
+    let spec = dir.0.join("templated.yaml");
+    fs::write(
+        &spec,
+        "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      SERVICE_URL: http://x/echo\n      ECHO_TEXT: \"&{ctx.a} and <% ctx.b %>\"\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    let vars = [("SERVICE_URL", echo.url())];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = real_execute_job(&fake, &vars, &["--spec", spec]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let execute = dry_run_execute(&vars, &["--spec", spec]);
+    assert!(
+        execute.contains("      ECHO_TEXT: \"&{ctx.a} and <% ctx.b %>\"\n"),
+        "{execute}"
+    );
+    assert_eq!(fake.sql()[1], execute);
+    assert!(
+        stdout(&out).contains("Bob said &{ctx.a} and <% ctx.b %>"),
+        "{}",
+        stdout(&out)
+    );
+}
