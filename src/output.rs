@@ -4,7 +4,7 @@
 //! under the final name, so a reader never sees half an output.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -64,22 +64,38 @@ impl AtomicFile {
             .map_err(|cause| self.io_error(cause))?;
         drop(file);
         if let Err(cause) = std::fs::rename(&self.temp, &self.destination) {
-            self.copy_into_place().map_err(|_| self.io_error(cause))?;
+            self.copy_into_place().map_err(|copy| {
+                self.io_error(std::io::Error::new(
+                    copy.kind(),
+                    format!("rename failed ({cause}), and so did the copy ({copy})"),
+                ))
+            })?;
         }
         self.committed = true;
         signals::forget(&self.temp);
         Ok(())
     }
 
-    /// Snowflake stage volumes stream each file to cloud storage and cannot
-    /// rename. There the finished file is copied to its final name in one
-    /// sequential write, which they do support, and the temporary removed.
+    /// Snowflake stage volumes stream each file to cloud storage: they
+    /// cannot rename, and need not allow chmod either. There the finished
+    /// file is copied to its final name in one sequential write, which they
+    /// do support, and the temporary removed. The copy is of bytes only:
+    /// `std::fs::copy` would also copy permissions (fchmod), and fail.
     fn copy_into_place(&self) -> std::io::Result<()> {
         log::debug!(
             "Cannot rename into place; copying to {}",
             self.destination.display()
         );
-        if let Err(error) = std::fs::copy(&self.temp, &self.destination) {
+        let copied = File::open(&self.temp).and_then(|mut source| {
+            let mut destination = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.destination)?;
+            stream(&mut source, &mut destination)?;
+            destination.sync_all()
+        });
+        if let Err(error) = copied {
             let _ = std::fs::remove_file(&self.destination);
             return Err(error);
         }
@@ -90,6 +106,20 @@ impl AtomicFile {
         Error::Io {
             what: format!("writing output file {}", self.destination.display()),
             cause,
+        }
+    }
+}
+
+/// Plain reads and writes in order: no `copy_file_range` or `sendfile`,
+/// whose support a streaming filesystem need not have.
+fn stream(source: &mut File, destination: &mut File) -> std::io::Result<()> {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match source.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => destination.write_all(&buffer[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -1,6 +1,14 @@
 //! scripts/execute-job: the exact SQL it prints with --dry-run, and the
-//! calls it makes to a stand-in `snow` on PATH that records its arguments.
+//! calls it makes to a stand-in `snow` on PATH that records its arguments;
+//! then the same through the real Snowflake CLI against a fake account
+//! (tests/common/snowflake.rs), which runs the job binary for real: reruns,
+//! a failing job, a running one, the --async hint pasted into bash, and
+//! every `snow` and `scripts/execute-job` command of README's deploy section.
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/snowflake.rs"]
+mod snowflake;
 #[path = "common/spcs.rs"]
 mod spcs;
 
@@ -11,6 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -124,6 +133,15 @@ fn stderr(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
+/// What every run starts with: is a job of that name there, and in what
+/// status; and the DROP that follows only when it is.
+const CHECK_SQL: &str = "SHOW JOB SERVICES LIKE 'TUTORIAL3_JOB_SERVICE' IN SCHEMA tutorial_db.data_schema ->> SELECT \"status\" FROM $1 WHERE \"name\" = 'TUTORIAL3_JOB_SERVICE';
+
+-- only if that job exists and has finished, or with --replace:
+DROP SERVICE IF EXISTS tutorial_db.data_schema.tutorial3_job_service;
+
+";
+
 const DEFAULT_SQL: &str = "EXECUTE JOB SERVICE
   IN COMPUTE POOL tutorial_compute_pool
   FROM SPECIFICATION $$
@@ -154,7 +172,7 @@ fn dry_run_prints_the_tutorial_sql() {
     install_stand_in(&dir.0);
     let out = execute_job(&dir.0, &[], &["--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), DEFAULT_SQL);
+    assert_eq!(stdout(&out), format!("{CHECK_SQL}{DEFAULT_SQL}"));
     assert!(calls(&dir.0).is_empty(), "--dry-run called snow");
 }
 
@@ -176,7 +194,8 @@ fn dry_run_with_the_batch_spec_and_four_replicas() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let expected = "EXECUTE JOB SERVICE
+    let expected = CHECK_SQL.to_string()
+        + "EXECUTE JOB SERVICE
   IN COMPUTE POOL tutorial_compute_pool
   FROM SPECIFICATION $$
 spec:
@@ -202,6 +221,8 @@ spec:
   volumes:
   - name: data
     source: stage
+    uid: 65532
+    gid: 65532
     stageConfig:
       name: \"@tutorial_db.data_schema.tutorial_stage\"
 $$
@@ -358,12 +379,13 @@ fn dry_run_with_a_stage_puts_the_filled_in_spec() {
         .join("target/execute-job")
         .join(hash)
         .join("service_to_service_spec.yaml");
+    // The bare stage takes the job name's database and schema.
     let expected = format!(
-        "PUT 'file://{}' @tutorial_stage/specs AUTO_COMPRESS = FALSE OVERWRITE = TRUE;
+        "{CHECK_SQL}PUT 'file://{}' @tutorial_db.data_schema.tutorial_stage/specs AUTO_COMPRESS = FALSE OVERWRITE = TRUE;
 
 EXECUTE JOB SERVICE
   IN COMPUTE POOL tutorial_compute_pool
-  FROM @tutorial_stage SPECIFICATION_FILE = 'specs/service_to_service_spec.yaml'
+  FROM @tutorial_db.data_schema.tutorial_stage SPECIFICATION_FILE = 'specs/service_to_service_spec.yaml'
   NAME = tutorial_db.data_schema.tutorial3_job_service
   REPLICAS = 2;
 
@@ -381,7 +403,7 @@ SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 
 
     let out = execute_job(&dir.0, &[("STAGE", "@db.schema.stage")], &["--dry-run"]);
     let sql = stdout(&out);
-    assert!(sql.starts_with("PUT 'file://"), "{sql}");
+    assert!(sql.contains("\nPUT 'file://"), "{sql}");
     assert!(sql.contains("' @db.schema.stage AUTO_COMPRESS"), "{sql}");
     assert!(
         sql.contains(
@@ -399,16 +421,27 @@ fn runs_the_statements_through_snow_and_prints_status_then_logs() {
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = calls(&dir.0);
     let dry = execute_job(&dir.0, &[], &["--dry-run"]);
+    // No job of that name exists (the stand-in answers no JSON), so the
+    // conditional DROP is not sent.
     let statements: Vec<String> = stdout(&dry)
         .split(";\n")
         .map(|s| s.trim_start_matches('\n'))
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && !s.starts_with("-- only if"))
         .map(|s| format!("{s};"))
         .collect();
-    assert_eq!(statements.len(), 3);
+    assert_eq!(statements.len(), 4);
     let expected: Vec<Vec<String>> = statements
         .iter()
-        .map(|q| vec!["sql".into(), "-q".into(), q.clone()])
+        .enumerate()
+        .map(|(i, q)| {
+            let mut call: Vec<String> =
+                vec!["sql".into(), "--enable-templating".into(), "NONE".into()];
+            if i == 0 {
+                call.extend(["--format".into(), "json".into()]);
+            }
+            call.extend(["-q".into(), q.clone()]);
+            call
+        })
         .collect();
     assert_eq!(
         calls, expected,
@@ -434,20 +467,31 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = calls(&dir.0);
-    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(calls.len(), 5, "{calls:?}");
     for call in &calls {
         assert_eq!(
-            &call[..4],
-            ["sql", "--connection", "tutorial", "-q"],
+            &call[..5],
+            [
+                "sql",
+                "--enable-templating",
+                "NONE",
+                "--connection",
+                "tutorial"
+            ],
             "{call:?}"
         );
     }
-    assert!(calls[0][4].starts_with("PUT 'file://"), "{:?}", calls[0]);
+    assert_eq!(&calls[0][5..7], ["--format", "json"]);
     assert!(
-        calls[1][4]
-            .contains("FROM @tutorial_stage SPECIFICATION_FILE = 'service_to_service_spec.yaml'")
+        calls[0][8].starts_with("SHOW JOB SERVICES"),
+        "{:?}",
+        calls[0]
     );
-    let uploaded = fs::read_to_string(dir.0.join("call-0.uploaded")).unwrap();
+    assert!(calls[1][6].starts_with("PUT 'file://"), "{:?}", calls[1]);
+    assert!(calls[2][6].contains(
+        "FROM @tutorial_db.data_schema.tutorial_stage SPECIFICATION_FILE = 'service_to_service_spec.yaml'"
+    ));
+    let uploaded = fs::read_to_string(dir.0.join("call-1.uploaded")).unwrap();
     assert!(
         uploaded.contains("    image: /a/b/c/service_to_service:tiny\n"),
         "{uploaded}"
@@ -471,11 +515,11 @@ fn a_failed_job_still_shows_status_and_logs_and_fails() {
     let calls = calls(&dir.0);
     assert_eq!(
         calls.len(),
-        4,
-        "EXECUTE, SHOW and one log per replica: {calls:?}"
+        5,
+        "the check, EXECUTE, SHOW and one log per replica: {calls:?}"
     );
     assert!(
-        calls[3][2].contains(
+        calls[4][4].contains(
             "GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 1, 'main')"
         )
     );
@@ -506,6 +550,16 @@ fn bad_settings_fail_in_one_line_before_any_call() {
             "service URL",
         ),
         (vec![], vec!["--stage", "tutorial_stage"], "stage"),
+        (
+            vec![("JOB_NAME", "job")],
+            vec!["--stage", "@tutorial_stage"],
+            "use @<db>.<schema>.tutorial_stage",
+        ),
+        (
+            vec![("JOB_NAME", "data_schema.job")],
+            vec!["--stage", "@data_schema.tutorial_stage/specs"],
+            "use @<db>.<schema>.tutorial_stage",
+        ),
         (vec![], vec!["--spec", "spec/absent.yaml"], "not found"),
         (vec![], vec!["--spec", dollar_spec.to_str().unwrap()], "$$"),
         (vec![], vec!["--bogus"], "unknown argument"),
@@ -555,9 +609,456 @@ fn help_lists_every_setting() {
         "--stage",
         "--replicas",
         "--async",
+        "--replace",
+        "--enable-templating NONE",
         "--dry-run",
         "--spec",
     ] {
         assert!(help.contains(word), "--help does not mention {word}");
     }
+}
+
+// ---- The real Snowflake CLI against the fake account.
+
+const JOB: &str = "tutorial_db.data_schema.tutorial3_job_service";
+
+fn fake_account() -> Option<snowflake::FakeSnowflake> {
+    let bin = snowflake::real_snow_bin()?;
+    Some(snowflake::FakeSnowflake::start(
+        bin,
+        "other-org-other-acct.registry.snowflakecomputing.com",
+    ))
+}
+
+fn real_execute_job(
+    fake: &snowflake::FakeSnowflake,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
+    let mut cmd = fake.command(repo().join("scripts/execute-job"));
+    cmd.args(args);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run scripts/execute-job")
+}
+
+fn check_sql() -> String {
+    CHECK_SQL.split("\n\n").next().unwrap().to_string()
+}
+
+fn logs_sql(index: usize) -> String {
+    format!("SELECT SYSTEM$GET_SERVICE_LOGS('{JOB}', {index}, 'main');")
+}
+
+/// The EXECUTE statement that --dry-run prints for these settings.
+fn dry_run_execute(vars: &[(&str, &str)], args: &[&str]) -> String {
+    let dir = Scratch::new();
+    let mut all = vec!["--dry-run"];
+    all.extend_from_slice(args);
+    let out = execute_job(&dir.0, vars, &all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let start = text.find("EXECUTE JOB SERVICE").unwrap();
+    let end = text[start..].find(";\n").unwrap() + start + 1;
+    text[start..end].to_string()
+}
+
+#[test]
+fn real_snow_sends_an_ampersand_url_intact_and_runs_the_same_job_twice() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let url = format!("http://{}/echo?a=1&b=2", echo.addr);
+    let vars = [("SERVICE_URL", url.as_str())];
+
+    let out = real_execute_job(&fake, &vars, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(printed.contains("DONE"), "{printed}");
+    assert!(printed.contains("Bob said Hello"), "{printed}");
+    // What Snowflake received is exactly what --dry-run shows, & and all.
+    let execute = dry_run_execute(&vars, &[]);
+    assert!(
+        execute.contains(&format!("SERVICE_URL: {url}\n")),
+        "{execute}"
+    );
+    assert_eq!(
+        fake.sql(),
+        [
+            check_sql(),
+            execute.clone(),
+            format!("SHOW SERVICE CONTAINERS IN SERVICE {JOB};"),
+            logs_sql(0)
+        ]
+    );
+    assert_eq!(echo.requests()[0].path, "/echo?a=1&b=2");
+    assert!(!stderr(&out).contains("dropping"), "{}", stderr(&out));
+
+    // The same job again: the finished one is dropped first, in one line.
+    fake.clear();
+    let out = real_execute_job(&fake, &vars, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let dropped: Vec<&str> = err.lines().filter(|l| l.contains("dropping")).collect();
+    assert_eq!(dropped.len(), 1, "{err}");
+    assert!(
+        dropped[0].contains(JOB) && dropped[0].contains("DONE"),
+        "{err}"
+    );
+    assert_eq!(
+        fake.sql()[..3],
+        [
+            check_sql(),
+            format!("DROP SERVICE IF EXISTS {JOB};"),
+            execute
+        ]
+    );
+    assert!(stdout(&out).contains("Bob said Hello"));
+    assert_eq!(echo.requests().len(), 2);
+}
+
+#[test]
+fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let failing = common::serve(|_, _| common::Reply::json(500, "no echo today"));
+    let out = real_execute_job(
+        &fake,
+        &[("SERVICE_URL", &failing.url())],
+        &["--replicas", "2"],
+    );
+    assert!(!out.status.success(), "a failed job must fail the script");
+    let printed = stdout(&out);
+    assert!(printed.contains("FAILED"), "{printed}");
+    assert!(
+        printed.contains("no echo today"),
+        "the job's log: {printed}"
+    );
+    assert!(stderr(&out).contains("EXECUTE JOB SERVICE failed"));
+    let sql = fake.sql();
+    assert_eq!(sql.len(), 5, "{sql:?}");
+    assert_eq!(sql[3..], [logs_sql(0), logs_sql(1)]);
+
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("dropping the finished job {JOB} (status FAILED)")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    // Never answers: the job retries timeouts for RETRY_DEADLINE (60 s), so
+    // it is RUNNING through the whole test.
+    let silent =
+        common::serve(|_, _| common::Reply::json(200, "{}").after(Duration::from_secs(300)));
+    let connection = [("SNOW_CONNECTION", "tutorial")];
+    let out = real_execute_job(
+        &fake,
+        &[("SERVICE_URL", &silent.url()), connection[0]],
+        &["--async"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("RUNNING"), "{}", stdout(&out));
+
+    // The hint is one line that works pasted into bash as it is.
+    let err = stderr(&out);
+    let hints: Vec<&str> = err.lines().filter(|l| l.starts_with("snow sql ")).collect();
+    assert_eq!(hints.len(), 1, "{err}");
+    assert_eq!(
+        hints[0],
+        format!(
+            "snow sql --enable-templating NONE --connection tutorial -q \"SELECT SYSTEM\\$GET_SERVICE_LOGS('{JOB}', 0, 'main')\""
+        )
+    );
+    fake.clear();
+    let pasted = fake
+        .command("bash")
+        .args(["-c", hints[0]])
+        .output()
+        .unwrap();
+    assert!(pasted.status.success(), "{}", stderr(&pasted));
+    assert_eq!(
+        fake.sql(),
+        [format!(
+            "SELECT SYSTEM$GET_SERVICE_LOGS('{JOB}', 0, 'main')"
+        )]
+    );
+    assert!(stdout(&pasted).contains("Calling"), "{}", stdout(&pasted));
+
+    // Running: refused in one line that names the way out; nothing sent
+    // after the check.
+    fake.clear();
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("still RUNNING") && err.contains("--replace"),
+        "{err}"
+    );
+    assert_eq!(fake.sql(), [check_sql()]);
+
+    // --replace drops it anyway and runs the job.
+    let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &["--replace"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("dropping the RUNNING job {JOB} (--replace)")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("Bob said Hello"));
+}
+
+#[test]
+fn real_snow_a_bare_stage_is_qualified_and_the_spec_uploaded() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    // The default connection has no database or schema: an unqualified
+    // stage would resolve nowhere, as each snow call is a new session.
+    let bare = fake
+        .command(fake.snow_bin.join("snow"))
+        .args(["sql", "-q", "PUT 'file:///dev/null' @tutorial_stage"])
+        .output()
+        .unwrap();
+    assert!(!bare.status.success());
+    let out = real_execute_job(
+        &fake,
+        &[("SERVICE_URL", &echo.url())],
+        &["--stage", "@tutorial_stage/specs"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Bob said Hello"), "{}", stdout(&out));
+    let uploaded = fake
+        .stage("tutorial_db.data_schema.tutorial_stage")
+        .join("specs/service_to_service_spec.yaml");
+    let spec = fs::read_to_string(&uploaded).unwrap();
+    assert!(
+        spec.contains(&format!("      SERVICE_URL: {}\n", echo.url())),
+        "{spec}"
+    );
+    let sql = fake.sql();
+    assert!(
+        sql.iter()
+            .any(|q| q
+                .contains("' @tutorial_db.data_schema.tutorial_stage/specs AUTO_COMPRESS = FALSE")),
+        "{sql:?}"
+    );
+}
+
+/// The commands of README's deploy section, in order, as bash gets them
+/// when pasted: the `snow` ones and `./scripts/execute-job`. (Build and push
+/// need a container engine and registry; tests/push.rs runs push with the
+/// real CLI.)
+fn readme_deploy_commands() -> Vec<String> {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("## Deploy to Snowflake")
+        .expect("deploy section");
+    let end = readme[start + 3..]
+        .find("\n## ")
+        .map_or(readme.len(), |e| e + start + 3);
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    for line in readme[start..end].lines() {
+        let line = line.trim();
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if in_block && (line.starts_with("snow ") || line.starts_with("./scripts/execute-job")) {
+            commands.push(line.to_string());
+        } else if !in_block {
+            // Inline ones too, such as the tiny image's run.
+            for (i, span) in line.split('`').enumerate() {
+                if i % 2 == 1 && span.contains("./scripts/execute-job") {
+                    commands.push(span.to_string());
+                }
+            }
+        }
+    }
+    commands
+}
+
+#[test]
+fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let commands = readme_deploy_commands();
+    assert!(commands.len() >= 7, "{commands:?}");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.starts_with("IMAGE=") && c.ends_with(":tiny ./scripts/execute-job")),
+        "{commands:?}"
+    );
+    // A directory like a checkout (the scripts find the repository from
+    // their own path), holding the batch input the README uploads.
+    let work = snowflake::Scratch::new("readme");
+    for name in ["scripts", "spec"] {
+        std::os::unix::fs::symlink(repo().join(name), work.0.join(name)).unwrap();
+    }
+    let rows: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
+    fs::write(work.0.join("input.txt"), rows.join("\n") + "\n").unwrap();
+    for command in &commands {
+        let out = fake
+            .command("bash")
+            .args(["-c", command])
+            .current_dir(&work.0)
+            .env("SERVICE_URL", echo.url())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let sql = fake.sql();
+    assert!(
+        sql.contains(&format!(
+            "SELECT SYSTEM$GET_SERVICE_LOGS('{JOB}', 0, 'main')"
+        )),
+        "{sql:?}"
+    );
+    // The batch run's outputs came back with GET: every row, once.
+    let mut answered = Vec::new();
+    for index in 0..4 {
+        let output = fs::read_to_string(work.0.join(format!("output-{index}.jsonl")))
+            .unwrap_or_else(|e| panic!("output-{index}.jsonl: {e}"));
+        answered.extend(output.lines().map(str::to_string));
+    }
+    answered.sort();
+    let mut expected: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("[{i},\"Bob said {r}\"]"))
+        .collect();
+    expected.sort();
+    assert_eq!(answered, expected);
+}
+
+#[test]
+fn real_snow_an_unqualified_job_name_reruns_in_the_connections_schema() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let vars = [
+        ("SERVICE_URL", echo.url()),
+        ("SNOW_CONNECTION", "tutorial".to_string()),
+        ("JOB_NAME", "plain_job".to_string()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for run in 0..2 {
+        let out = real_execute_job(&fake, &vars, &[]);
+        assert!(out.status.success(), "run {run}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("dropping the finished job plain_job (status DONE)"),
+            run == 1,
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        fake.sql()[0],
+        "SHOW JOB SERVICES LIKE 'PLAIN_JOB' IN SCHEMA ->> SELECT \"status\" FROM $1 WHERE \"name\" = 'PLAIN_JOB';"
+    );
+}
+
+/// Everything a run of scripts/execute-job connects to is on loopback: every
+/// connect(2) of its process tree (the script and each real `snow`), seen by
+/// strace. Without SNOWFLAKE_DISABLE_PLATFORM_DETECTION and the version check
+/// off, snow also tried 169.254.169.254 and the machine's DNS server.
+#[test]
+fn real_snow_a_run_connects_to_loopback_only() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let have_strace = Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_strace {
+        common::skip_unless_ci("strace (apt-get install strace)");
+        return;
+    }
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let trace = snowflake::Scratch::new("strace");
+    let log = trace.0.join("connect.log");
+    let out = fake
+        .command("strace")
+        .args(["-f", "-qq", "-e", "trace=connect", "-o"])
+        .arg(&log)
+        .arg(repo().join("scripts/execute-job"))
+        .env("SERVICE_URL", echo.url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(&log).unwrap();
+    let mut inet = 0;
+    for line in text.lines().filter(|l| l.contains("connect(")) {
+        if line.contains("AF_INET6") {
+            inet += 1;
+            assert!(line.contains("\"::1\""), "not loopback: {line}");
+        } else if line.contains("AF_INET") {
+            inet += 1;
+            assert!(line.contains("inet_addr(\"127."), "not loopback: {line}");
+        }
+    }
+    // One per snow call: the check, EXECUTE, the status and the log.
+    assert!(
+        inet >= 4,
+        "{inet} connections seen, too few to trust the trace:\n{text}"
+    );
+}
+
+/// snow renders `&{...}` and `<% ... %>` unless told not to: a spec holding
+/// both reaches Snowflake as written, and the job still runs.
+#[test]
+fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let dir = Scratch::new();
+    let spec = dir.0.join("templated.yaml");
+    fs::write(
+        &spec,
+        "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      SERVICE_URL: http://x/echo\n      ECHO_TEXT: \"&{ctx.a} and <% ctx.b %>\"\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    let vars = [("SERVICE_URL", echo.url())];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = real_execute_job(&fake, &vars, &["--spec", spec]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let execute = dry_run_execute(&vars, &["--spec", spec]);
+    assert!(
+        execute.contains("      ECHO_TEXT: \"&{ctx.a} and <% ctx.b %>\"\n"),
+        "{execute}"
+    );
+    assert_eq!(fake.sql()[1], execute);
+    assert!(
+        stdout(&out).contains("Bob said &{ctx.a} and <% ctx.b %>"),
+        "{}",
+        stdout(&out)
+    );
 }

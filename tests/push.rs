@@ -1,10 +1,15 @@
 //! scripts/push, for real, against a local OCI registry: Debian's
 //! docker-registry (the CNCF distribution registry) on 127.0.0.1, with the
 //! project's config (tests/registry/config.yml) and storage in a fresh
-//! temporary directory. A stand-in `snow` on PATH records the login call.
+//! temporary directory. A stand-in `snow` on PATH records the login call;
+//! one test logs in with the real Snowflake CLI against a fake account
+//! (tests/common/snowflake.rs). Every login goes to a temporary
+//! DOCKER_CONFIG (REGISTRY_AUTH_FILE for podman): the machine's stays as it is.
 
 #[path = "common/docker.rs"]
 mod docker;
+#[path = "common/snowflake.rs"]
+mod snowflake;
 
 use docker::*;
 use miniserde::json::{self, Value};
@@ -167,6 +172,8 @@ fn push(snow_dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Output {
     );
     let mut cmd = Command::new(repo_root().join("scripts/push"));
     cmd.env("PATH", path)
+        .env("DOCKER_CONFIG", snow_dir.join("docker-config"))
+        .env("REGISTRY_AUTH_FILE", snow_dir.join("auth.json"))
         .env_remove("REPOSITORY_URL")
         .env_remove("SNOW_CONNECTION")
         .env_remove("SNOW_STANDIN_EXIT")
@@ -258,10 +265,10 @@ fn push_round_trips_through_a_local_registry() {
         &[],
     );
     assert!(!out.status.success(), "push went on after a failed login");
-    assert!(text(&out.stderr).contains("snow spcs image-registry login failed"));
+    assert!(text(&out.stderr).contains(&format!("login to {} failed", registry.addr)));
     assert_eq!(
         snow_calls(snow.path()),
-        [["spcs", "image-registry", "login"]]
+        [["spcs", "image-registry", "token", "--format", "json"]]
     );
     let (_, _, catalog) = registry.get("/v2/_catalog", "").unwrap();
     assert_eq!(text(&catalog).trim(), r#"{"repositories":[]}"#);
@@ -283,7 +290,9 @@ fn push_round_trips_through_a_local_registry() {
         [
             "spcs",
             "image-registry",
-            "login",
+            "token",
+            "--format",
+            "json",
             "--connection",
             "tutorial"
         ]
@@ -471,9 +480,236 @@ fn push_help_names_the_variables() {
     for word in [
         "REPOSITORY_URL",
         "--no-login",
-        "snow spcs image-registry login",
+        "snow spcs image-registry token",
         "CONTAINER_ENGINE",
     ] {
         assert!(help.contains(word), "--help does not mention {word}");
     }
+}
+
+/// The real Snowflake CLI, against a fake account whose SHOW IMAGE
+/// REPOSITORIES names another host: the engine logs in to REPOSITORY_URL's
+/// own host with the token, which is printed nowhere, and the push lands.
+#[test]
+fn push_with_the_real_snow_logs_in_to_the_repository_host() {
+    let Some(engine) = require_engine() else {
+        return;
+    };
+    let _build = stable_build();
+    let Some(snow_bin) = snowflake::real_snow_bin() else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let other_host = "other-org-other-acct.registry.snowflakecomputing.com";
+    let fake = snowflake::FakeSnowflake::start(snow_bin.clone(), other_host);
+    let credentials = TempDir::new("credentials");
+    let repository_url = format!("{}/{REPOSITORY}", registry.addr);
+    let push = |args: &[&str]| {
+        let mut cmd = fake.command(repo_root().join("scripts/push"));
+        cmd.env("REPOSITORY_URL", &repository_url)
+            .env("CONTAINER_ENGINE", &engine)
+            .env("DOCKER_CONFIG", credentials.path())
+            .env("REGISTRY_AUTH_FILE", credentials.path().join("auth.json"))
+            .args(args);
+        run_with_timeout(&mut cmd, Duration::from_secs(180))
+    };
+
+    // What `snow spcs image-registry login` would have logged in to.
+    let url = fake
+        .command(snow_bin.join("snow"))
+        .args(["spcs", "image-registry", "url"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&url.stdout).contains(other_host),
+        "{}",
+        text(&url.stdout)
+    );
+    fake.clear();
+
+    // A connection that does not exist: one line, no login, nothing pushed.
+    let out = push(&["--connection", "no_such_connection"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("login to {} failed", registry.addr)),
+        "{}",
+        text(&out.stderr)
+    );
+    let (_, _, catalog) = registry.get("/v2/_catalog", "").unwrap();
+    assert_eq!(text(&catalog).trim(), r#"{"repositories":[]}"#);
+
+    let out = push(&[]);
+    assert_success("push with the real snow", &out);
+    let remote = format!("{repository_url}/service_to_service:latest");
+    assert_eq!(field(&text(&out.stdout), "pushed:"), remote);
+    let tokens = fake.tokens();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let token = &tokens[0];
+    for output in [&out.stdout, &out.stderr] {
+        assert!(
+            !text(output).contains(token.as_str()),
+            "the token was printed"
+        );
+    }
+    assert!(
+        fake.sql()
+            .iter()
+            .all(|q| !q.to_ascii_uppercase().contains("IMAGE REPOSITORIES")),
+        "{:?}",
+        fake.sql()
+    );
+    // The engine's credential store holds it, for the repository's host:
+    // user 0sessiontoken, password what snow printed ({"token": ...}).
+    assert_eq!(stored_token(credentials.path(), &registry.addr), *token);
+
+    let (status, _, _) = registry
+        .get(
+            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    engine_ok(&engine, &["rmi", &remote]);
+}
+
+#[test]
+fn push_names_the_fix_for_underscore_and_uppercase_hosts() {
+    let snow = stand_in_snow();
+    for (url, expected) in [
+        (
+            "myorg-my_acct.registry.snowflakecomputing.com/db/schema/repo",
+            "has an underscore; registry hosts use a dash instead: 'myorg-my-acct.registry.snowflakecomputing.com'",
+        ),
+        (
+            "MyOrg-MyAcct.registry.snowflakecomputing.com/db/schema/repo",
+            "has uppercase letters; registry hosts are lowercase: 'myorg-myacct.registry.snowflakecomputing.com'",
+        ),
+    ] {
+        let out = push(
+            snow.path(),
+            &[("CONTAINER_ENGINE", "docker"), ("REPOSITORY_URL", url)],
+            &[],
+        );
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(snow_calls(snow.path()).is_empty());
+    }
+}
+
+/// The registry token an engine stored for `host` in `dir` (docker's
+/// config.json or podman's auth.json): checks the user is 0sessiontoken and
+/// the password snow's JSON, and returns its "token".
+fn stored_token(dir: &Path, host: &str) -> String {
+    let store = [dir.join("config.json"), dir.join("auth.json")]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .expect("no credentials stored");
+    let auths: Value = json::from_str(&store).unwrap();
+    let entry = object_field(object_field(&auths, "auths"), host);
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(as_str(object_field(entry, "auth")).as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let login = text(&decoded.stdout);
+    let password = login
+        .strip_prefix("0sessiontoken:")
+        .unwrap_or_else(|| panic!("stored user is not 0sessiontoken"));
+    let password: Value = json::from_str(password).expect("the password is snow's JSON");
+    as_str(object_field(&password, "token")).to_string()
+}
+
+/// Podman, with a `docker` on PATH that fails if called: the login and the
+/// push go through podman alone (snow's own login would have run docker).
+/// Needs podman (apt-get install podman; .ci/run installs it).
+#[test]
+fn push_with_podman_and_the_real_snow_never_calls_docker() {
+    let podman_answers = Command::new("podman")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !podman_answers {
+        assert!(
+            !in_ci(),
+            "CI=true but podman is missing (apt-get install podman)"
+        );
+        loud("!!!!! SKIPPED: the podman push test needs podman (apt-get install podman) !!!!!");
+        return;
+    }
+    let Some(snow_bin) = snowflake::real_snow_bin() else {
+        return;
+    };
+    let build = run_with_timeout(
+        Command::new(repo_root().join("scripts/build")).env("CONTAINER_ENGINE", "podman"),
+        Duration::from_secs(600),
+    );
+    assert_success("CONTAINER_ENGINE=podman scripts/build", &build);
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let fake = snowflake::FakeSnowflake::start(
+        snow_bin,
+        "other-org-other-acct.registry.snowflakecomputing.com",
+    );
+    let no_docker = TempDir::new("no-docker");
+    let docker = no_docker.path().join("docker");
+    fs::write(
+        &docker,
+        "#!/bin/sh\necho \"docker was called: $*\" >&2\nexit 99\n",
+    )
+    .unwrap();
+    fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).unwrap();
+    let credentials = TempDir::new("podman-credentials");
+    let repository_url = format!("{}/{REPOSITORY}", registry.addr);
+    let mut cmd = fake.command(repo_root().join("scripts/push"));
+    let path = format!(
+        "{}:{}",
+        no_docker.path().display(),
+        env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", format!("{}:{path}", fake.snow_bin.display()))
+        .env("REPOSITORY_URL", &repository_url)
+        .env("CONTAINER_ENGINE", "podman")
+        .env("REGISTRY_AUTH_FILE", credentials.path().join("auth.json"));
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(180));
+    assert_success("push with podman", &out);
+    assert!(
+        !text(&out.stderr).contains("docker was called"),
+        "{}",
+        text(&out.stderr)
+    );
+    let remote = format!("{repository_url}/service_to_service:latest");
+    assert_eq!(field(&text(&out.stdout), "pushed:"), remote);
+    let tokens = fake.tokens();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(stored_token(credentials.path(), &registry.addr), tokens[0]);
+    for output in [&out.stdout, &out.stderr] {
+        assert!(
+            !text(output).contains(tokens[0].as_str()),
+            "the token was printed"
+        );
+    }
+    let (status, _, _) = registry
+        .get(
+            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    engine_ok("podman", &["rmi", &remote]);
 }

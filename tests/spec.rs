@@ -117,6 +117,18 @@ fn the_batch_spec_reads_and_writes_the_mounted_stage() {
         .find(|v| at(v, &["name"]).and_then(string) == Some(volume_name))
         .expect("the mounted volume is declared");
     assert_eq!(at(volume, &["source"]).and_then(string), Some("stage"));
+    // The image's user (65532:65532, nonroot) must be able to write there.
+    for id in ["uid", "gid"] {
+        assert!(
+            matches!(
+                at(volume, &[id]),
+                Some(miniserde::json::Value::Number(
+                    miniserde::json::Number::U64(65532)
+                ))
+            ),
+            "the stage volume's {id} is not 65532"
+        );
+    }
     let stage = at(volume, &["stageConfig", "name"])
         .and_then(string)
         .unwrap();
@@ -225,6 +237,14 @@ fn the_checker_rejects_broken_specs() {
         (
             "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n  volumes:\n  - name: data\n    source: stage\n    stageConfig:\n      name: \"@stage\"\n",
             "mounted by no container",
+        ),
+        (
+            "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n    volumeMounts:\n    - name: data\n      mountPath: /data\n  volumes:\n  - name: data\n    source: stage\n    uid: \"65532\"\n    gid: -1\n    stageConfig:\n      name: \"@stage\"\n",
+            ".uid must be a whole number",
+        ),
+        (
+            "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n    volumeMounts:\n    - name: data\n      mountPath: /data\n  volumes:\n  - name: data\n    source: stage\n    gid: -1\n    stageConfig:\n      name: \"@stage\"\n",
+            ".gid must be a whole number",
         ),
     ];
     for (yaml, expected) in cases {

@@ -241,6 +241,13 @@ pub fn check_spec(doc: &Value) -> Vec<String> {
             );
             let name = v.get("name").and_then(string).unwrap_or("");
             check_new_name(&mut problems, &what, "volume", name, &mut volume_names);
+            for id in ["uid", "gid"] {
+                if let Some(value) = v.get(id) {
+                    if !matches!(value, Value::Number(Number::U64(_))) {
+                        problems.push(format!("{what}.{id} must be a whole number, like 65532"));
+                    }
+                }
+            }
             match v.get("source").and_then(string) {
                 Some("stage") => {
                     let stage = at(volume, &["stageConfig", "name"]).and_then(string).unwrap_or("");

@@ -1,0 +1,257 @@
+//! The real Snowflake CLI (`snow`, installed by scripts/test into
+//! target/snow-venv at the versions in tests/snowflake-cli-requirements.txt)
+//! against a fake Snowflake account on 127.0.0.1 (tests/peers/fake_snowflake.py),
+//! which records every SQL text it receives.
+//!
+//! Included with `#[path = "common/snowflake.rs"] mod snowflake;`.
+#![allow(dead_code)]
+
+use miniserde::json::{self, Value};
+use std::env;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding the real `snow`: $S2S_SNOW_BIN, else
+/// target/snow-venv/bin. None, after one loud line, when it is missing;
+/// under CI=true a missing CLI fails the test instead.
+pub fn real_snow_bin() -> Option<PathBuf> {
+    let dir = env::var_os("S2S_SNOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/snow-venv/bin"));
+    let works = Command::new(dir.join("snow"))
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Some(dir);
+    }
+    assert!(
+        !matches!(env::var("CI").as_deref(), Ok("true") | Ok("1")),
+        "CI=true but the real Snowflake CLI is not at {} (scripts/test installs it)",
+        dir.display()
+    );
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "!!!!! SKIPPED: the real Snowflake CLI is not at {}; scripts/test installs it !!!!!",
+        dir.display()
+    );
+    None
+}
+
+/// A fresh directory under the target directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "snowflake-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The fake account, with a SNOWFLAKE_HOME whose config.toml points the
+/// real CLI at it. Connections: `fake` (the default) has no database or
+/// schema, so nothing unqualified resolves; `tutorial` has
+/// tutorial_db.data_schema.
+pub struct FakeSnowflake {
+    child: Child,
+    pub port: u16,
+    pub state: Scratch,
+    pub home: Scratch,
+    pub snow_bin: PathBuf,
+}
+
+impl FakeSnowflake {
+    /// Starts the fake on an ephemeral loopback port. `registry` is the host
+    /// its SHOW IMAGE REPOSITORIES names.
+    pub fn start(snow_bin: PathBuf, registry: &str) -> FakeSnowflake {
+        let state = Scratch::new("state");
+        let home = Scratch::new("home");
+        let log_path = state.0.join("fake_snowflake.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let child = Command::new("python3")
+            .arg(repo().join("tests/peers/fake_snowflake.py"))
+            .env("FAKE_SNOWFLAKE_DIR", &state.0)
+            .env(
+                "FAKE_SNOWFLAKE_JOB_BINARY",
+                env!("CARGO_BIN_EXE_service-to-service"),
+            )
+            .env("FAKE_SNOWFLAKE_REGISTRY", registry)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tests/peers/fake_snowflake.py");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port: u16 = loop {
+            let text = fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(port) = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("fake_snowflake listening on 127.0.0.1:"))
+                .and_then(|p| p.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fake_snowflake did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let config = home.0.join("config.toml");
+        // No version check: snow would ask pypi.org for its latest release.
+        let mut connections = String::from(
+            "default_connection_name = \"fake\"\n\n[cli]\nignore_new_version_warning = true\n",
+        );
+        for (name, extra) in [
+            ("fake", ""),
+            (
+                "tutorial",
+                "database = \"tutorial_db\"\nschema = \"data_schema\"\n",
+            ),
+        ] {
+            connections.push_str(&format!(
+                "\n[connections.{name}]\naccount = \"fakeorg-fakeacct\"\nuser = \"tester\"\n\
+                 password = \"not-a-secret\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+                 protocol = \"http\"\n{extra}"
+            ));
+        }
+        fs::write(&config, connections).unwrap();
+        // snow refuses a config file that others can read.
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+        FakeSnowflake {
+            child,
+            port,
+            state,
+            home,
+            snow_bin,
+        }
+    }
+
+    /// A command with the real `snow` first on PATH and SNOWFLAKE_HOME set,
+    /// and none of the scripts' settings inherited from the test's caller.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                self.snow_bin.display(),
+                env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("SNOWFLAKE_HOME", &self.home.0)
+        // The connector would otherwise probe cloud metadata endpoints
+        // (169.254.169.254 and others) to report its platform.
+        .env("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
+        .stdin(Stdio::null());
+        for var in [
+            "COMPUTE_POOL",
+            "JOB_NAME",
+            "IMAGE",
+            "SERVICE_URL",
+            "STAGE",
+            "SNOW_CONNECTION",
+            "REPOSITORY_URL",
+            "CONTAINER_ENGINE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        let text = fs::read_to_string(self.state.0.join("requests.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| json::from_str(l).expect("requests.jsonl line"))
+            .collect()
+    }
+
+    /// Every SQL text received, in order.
+    pub fn sql(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter_map(|r| match r {
+                Value::Object(o) => match o.get("sql") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The request paths received, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter_map(|r| match r {
+                Value::Object(o) => match o.get("path") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The registry tokens issued so far.
+    pub fn tokens(&self) -> Vec<String> {
+        fs::read_to_string(self.state.0.join("tokens.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The local directory standing for stage `db.schema.stage`.
+    pub fn stage(&self, name: &str) -> PathBuf {
+        self.state.0.join("stages").join(name.to_ascii_uppercase())
+    }
+
+    /// Forgets the SQL received so far.
+    pub fn clear(&self) {
+        let _ = fs::remove_file(self.state.0.join("requests.jsonl"));
+    }
+}
+
+impl Drop for FakeSnowflake {
+    fn drop(&mut self) {
+        // SIGINT lets the fake stop the jobs it still runs.
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,104 @@
+//! The output fallback on a filesystem like a Snowflake stage volume: one
+//! that refuses both rename and chmod. Made with bindfs over FUSE
+//! (`--rename-deny --chmod-deny`) in a temporary directory. Where bindfs or
+//! /dev/fuse is missing the test skips with one loud line (and fails under
+//! CI=true): no other stand-in here refuses chmod while allowing writes.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// A bindfs mount, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(backing: &Path, mount_point: &Path) -> Option<Mount> {
+        let have_bindfs = Command::new("bindfs")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !have_bindfs {
+            skip_unless_ci("bindfs (apt-get install bindfs)");
+            return None;
+        }
+        if !Path::new("/dev/fuse").exists() {
+            skip_unless_ci("/dev/fuse");
+            return None;
+        }
+        let status = Command::new("bindfs")
+            .args(["--rename-deny", "--chmod-deny"])
+            .arg(backing)
+            .arg(mount_point)
+            .status()
+            .expect("run bindfs");
+        if !status.success() {
+            skip_unless_ci("a FUSE mount (bindfs failed; root and /dev/fuse needed)");
+            return None;
+        }
+        Some(Mount(mount_point.to_owned()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn output_lands_where_rename_and_chmod_are_refused() {
+    let dir = temp_dir("fuse-output");
+    let backing = dir.join("backing");
+    let stage = dir.join("stage");
+    fs::create_dir(&backing).unwrap();
+    fs::create_dir(&stage).unwrap();
+    let Some(_mount) = Mount::new(&backing, &stage) else {
+        return;
+    };
+    // The premise: this filesystem takes writes but refuses chmod and rename.
+    let probe = stage.join("probe");
+    fs::write(&probe, "x").unwrap();
+    assert!(fs::set_permissions(&probe, fs::Permissions::from_mode(0o600)).is_err());
+    assert!(fs::rename(&probe, stage.join("probe2")).is_err());
+    fs::remove_file(&probe).unwrap();
+
+    let server = serve(|r, _| echo("Bob", r));
+    let input = dir.join("input.txt");
+    fs::write(&input, "a\nb\nc\n").unwrap();
+    let output = stage.join("out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("RUST_LOG", "debug")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(
+        outcome
+            .lines("DEBUG")
+            .iter()
+            .any(|l| l.contains("Cannot rename into place")),
+        "{outcome}"
+    );
+    assert_eq!(
+        fs::read_to_string(&output).unwrap(),
+        "[0,\"Bob said a\"]\n[1,\"Bob said b\"]\n[2,\"Bob said c\"]\n"
+    );
+    assert_eq!(files_in(&stage), ["out.jsonl"], "the temporary is removed");
+
+    // A second run replaces the output the same way.
+    fs::write(&input, "d\n").unwrap();
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(fs::read_to_string(&output).unwrap(), "[0,\"Bob said d\"]\n");
+    assert_eq!(files_in(&stage), ["out.jsonl"]);
+}

@@ -1,0 +1,654 @@
+#!/usr/bin/env python3
+"""A fake Snowflake account on 127.0.0.1, for driving the real Snowflake CLI.
+
+It speaks the REST protocol of snowflake-connector-python as far as `snow sql`
+and `snow spcs image-registry token` use it (seen by running snowflake-cli
+3.30.0 against it and logging every request):
+
+  * POST /session/v1/login-request: any user and password; answers session
+    and master tokens. The session's database and schema are the
+    connection's (query parameters databaseName and schemaName), if any.
+  * POST /queries/v1/query-request: the SQL is in "sqlText"; the body may be
+    gzip-encoded. Results go back in the JSON result format.
+  * POST /session/token-request: the token that `snow spcs image-registry
+    token` hands to `docker login`.
+  * POST /session?delete=true: logout.
+  * PUT and GET: answered with stageInfo.locationType LOCAL_FS, so the
+    connector itself copies the file into or out of a local directory that
+    stands for the stage.
+
+It models what a real account does with the statements the project sends:
+EXECUTE JOB SERVICE (inline or from a stage) runs the job for real, as a
+process of FAKE_SNOWFLAKE_JOB_BINARY with the specification's environment,
+one per replica; a stage volume's mount path is replaced by the stage's
+local directory in environment values. A job name exists until DROP SERVICE
+or ALTER COMPUTE POOL ... STOP ALL; a second EXECUTE with the same name fails
+as Snowflake's does. SHOW [JOB] SERVICES and SHOW SERVICE CONTAINERS report
+RUNNING, DONE or FAILED from the processes; SYSTEM$GET_SERVICE_LOGS returns
+an instance's output. SHOW IMAGE REPOSITORIES names FAKE_SNOWFLAKE_REGISTRY,
+typically not the host the tests push to. Unqualified names resolve against
+the session's database and schema, and fail without them.
+
+Everything it receives is appended to FAKE_SNOWFLAKE_DIR/requests.jsonl, one
+JSON object a line: {"path": ..., "sql": ...} ("sql" for queries only). The
+registry tokens it issues are appended to FAKE_SNOWFLAKE_DIR/tokens.txt, so a
+test can look for them where they must not be.
+
+Environment: FAKE_SNOWFLAKE_DIR (required), FAKE_SNOWFLAKE_JOB_BINARY
+(required for EXECUTE JOB SERVICE), FAKE_SNOWFLAKE_REGISTRY (default
+other-org-other-acct.registry.snowflakecomputing.com), FAKE_SNOWFLAKE_PORT
+(default 0, an ephemeral port). Once listening it prints
+"fake_snowflake listening on 127.0.0.1:<port>" to stderr.
+"""
+
+import gzip
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import yaml
+
+STATE = os.environ.get("FAKE_SNOWFLAKE_DIR", "")
+JOB_BINARY = os.environ.get("FAKE_SNOWFLAKE_JOB_BINARY", "")
+REGISTRY = os.environ.get(
+    "FAKE_SNOWFLAKE_REGISTRY", "other-org-other-acct.registry.snowflakecomputing.com"
+)
+# How long a synchronous EXECUTE JOB SERVICE waits for its job.
+SYNC_TIMEOUT = 120
+
+LOCK = threading.Lock()
+SESSIONS = {}  # session token -> {"database": ..., "schema": ...}
+SERVICES = {}  # fully qualified upper-case name -> Job
+
+
+class SqlError(Exception):
+    def __init__(self, code, sqlstate, message):
+        super().__init__(message)
+        self.code = code
+        self.sqlstate = sqlstate
+        self.message = message
+
+
+def record(entry):
+    with LOCK, open(os.path.join(STATE, "requests.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+IDENT = r'[A-Za-z_][A-Za-z0-9_$]*'
+NAME = rf'{IDENT}(?:\.{IDENT}){{0,2}}'
+
+
+def qualify(name, session, what):
+    """db.schema.NAME, upper-cased, as an unquoted identifier resolves."""
+    parts = [p.upper() for p in name.split(".")]
+    if len(parts) < 3:
+        if len(parts) == 1:
+            if not session.get("schema"):
+                raise SqlError(
+                    "090106",
+                    "22000",
+                    f"Cannot perform {what}. This session does not have a current schema. "
+                    "Call 'USE SCHEMA', or use a qualified name.",
+                )
+            parts.insert(0, session["schema"].upper())
+        if not session.get("database"):
+            raise SqlError(
+                "090105",
+                "22000",
+                f"Cannot perform {what}. This session does not have a current database. "
+                "Call 'USE DATABASE', or use a qualified name.",
+            )
+        parts.insert(0, session["database"].upper())
+    return ".".join(parts)
+
+
+def stage_dir(stage_name):
+    path = os.path.join(STATE, "stages", stage_name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class Job:
+    """One job service: a process per replica of the spec's first container."""
+
+    def __init__(self, name, pool, spec, replicas):
+        self.name = name
+        self.pool = pool
+        self.replicas = replicas
+        self.dropped = False
+        container = spec["spec"]["containers"][0]
+        self.container = container["name"]
+        self.image = container["image"]
+        env = {k: str(v) for k, v in (container.get("env") or {}).items()}
+        mounts = {}
+        volumes = {v["name"]: v for v in spec["spec"].get("volumes") or []}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes[mount["name"]]
+            if volume.get("source") == "stage":
+                stage = volume["stageConfig"]["name"].lstrip("@").upper()
+                mounts[mount["mountPath"].rstrip("/")] = stage_dir(stage)
+        for key, value in env.items():
+            for mount_path, local in mounts.items():
+                if value == mount_path or value.startswith(mount_path + "/"):
+                    env[key] = local + value[len(mount_path):]
+        self.logs = []
+        self.processes = []
+        for index in range(replicas):
+            log_path = os.path.join(STATE, f"job-{uuid.uuid4().hex}-{index}.log")
+            self.logs.append(log_path)
+            with open(log_path, "wb") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        [JOB_BINARY],
+                        env={
+                            **env,
+                            "SNOWFLAKE_JOB_INDEX": str(index),
+                            "SNOWFLAKE_JOBS_COUNT": str(replicas),
+                        },
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+    def instance_status(self, index):
+        code = self.processes[index].poll()
+        if code is None:
+            return "RUNNING"
+        return "DONE" if code == 0 else "FAILED"
+
+    def status(self):
+        statuses = [self.instance_status(i) for i in range(self.replicas)]
+        if "RUNNING" in statuses:
+            return "RUNNING"
+        return "FAILED" if "FAILED" in statuses else "DONE"
+
+    def wait(self):
+        for process in self.processes:
+            try:
+                process.wait(timeout=SYNC_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def result(columns, rows):
+    return {
+        "rowtype": [
+            {
+                "name": c,
+                "type": "text",
+                "nullable": True,
+                "length": 16777216,
+                "byteLength": 16777216,
+                "precision": None,
+                "scale": None,
+                "database": "",
+                "schema": "",
+                "table": "",
+                "collation": None,
+            }
+            for c in columns
+        ],
+        "rowset": [[None if v is None else str(v) for v in row] for row in rows],
+        "total": len(rows),
+        "returned": len(rows),
+        "queryResultFormat": "json",
+        "statementTypeId": 4096,
+    }
+
+
+def done(message="Statement executed successfully."):
+    return result(["status"], [[message]])
+
+
+def execute_job(sql, session):
+    m = re.match(
+        rf"EXECUTE\s+JOB\s+SERVICE\s+IN\s+COMPUTE\s+POOL\s+({IDENT})\s+FROM\s+"
+        rf"(?:SPECIFICATION\s+\$\$(?P<inline>.*?)\$\$|(?P<stage>@{NAME})\s+SPECIFICATION_FILE\s*=\s*'(?P<file>[^']*)')"
+        rf"\s+NAME\s*=\s*(?P<name>{NAME})(?P<options>.*?);?\s*$",
+        sql,
+        re.S | re.I,
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in EXECUTE JOB SERVICE")
+    pool = m.group(1).upper()
+    if m.group("inline") is not None:
+        text = m.group("inline")
+    else:
+        stage = qualify(m.group("stage")[1:], session, "EXECUTE JOB SERVICE")
+        path = os.path.join(stage_dir(stage), m.group("file"))
+        if not os.path.isfile(path):
+            raise SqlError(
+                "391909", "22000", f"Specification file '{m.group('file')}' not found in stage @{stage}."
+            )
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SqlError("395018", "22023", f"Invalid spec: unable to parse yaml: {e}")
+    options = m.group("options")
+    replicas = 1
+    r = re.search(r"REPLICAS\s*=\s*(\d+)", options, re.I)
+    if r:
+        replicas = int(r.group(1))
+    is_async = re.search(r"ASYNC\s*=\s*TRUE", options, re.I) is not None
+    name = qualify(m.group("name"), session, "EXECUTE JOB SERVICE")
+    with LOCK:
+        if name in SERVICES:
+            raise SqlError(
+                "002002", "42710", f"SQL compilation error:\nObject '{name}' already exists."
+            )
+        if not JOB_BINARY:
+            raise SqlError("000603", "XX000", "the fake has no FAKE_SNOWFLAKE_JOB_BINARY to run")
+        job = Job(name, pool, spec, replicas)
+        SERVICES[name] = job
+    short = name.split(".")[-1]
+    if is_async:
+        return done(f"Request to execute job {short} submitted successfully.")
+    job.wait()
+    status = job.status()
+    if status == "RUNNING":
+        raise SqlError(
+            "000630", "57014", f"Statement reached its timeout of {SYNC_TIMEOUT} seconds (job {short} still runs)."
+        )
+    if status == "FAILED":
+        raise SqlError(
+            "395029",
+            "22000",
+            f"Job {short} failed with status: FAILED. Read its logs with SYSTEM$GET_SERVICE_LOGS.",
+        )
+    return done(f"Job {short} completed successfully with status: {status}.")
+
+
+SERVICE_COLUMNS = [
+    "name", "status", "database_name", "schema_name", "owner", "compute_pool",
+    "is_job", "is_async_job",
+]
+
+
+def show_services(sql, session):
+    m = re.match(
+        rf"SHOW\s+(JOB\s+)?SERVICES(?:\s+LIKE\s+'(?P<like>[^']*)')?"
+        rf"(?:\s+IN\s+SCHEMA(?:\s+(?P<schema>{IDENT}(?:\.{IDENT})?))?)?"
+        rf"(?:\s*->>\s*SELECT\s+\"status\"\s+FROM\s+\$1\s+WHERE\s+\"name\"\s*=\s*'(?P<exact>[^']*)')?\s*;?\s*$",
+        sql,
+        re.S | re.I,
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in SHOW SERVICES")
+    # IN SCHEMA alone is the session's schema; a bare schema is in the
+    # session's database.
+    prefix = m.group("schema") + "." if m.group("schema") else ""
+    schema = qualify(prefix + "x", session, "SHOW SERVICES").rsplit(".", 1)[0]
+    like = None
+    if m.group("like") is not None:
+        # LIKE is case-insensitive; % and _ are wildcards.
+        pattern = "".join(
+            ".*" if c == "%" else "." if c == "_" else re.escape(c) for c in m.group("like")
+        )
+        like = re.compile(pattern + r"\Z", re.I | re.S)
+    rows = []
+    with LOCK:
+        for name, job in sorted(SERVICES.items()):
+            db, sch, short = name.split(".")
+            if f"{db}.{sch}" != schema or (like and not like.match(short)):
+                continue
+            rows.append([short, job.status(), db, sch, "TEST_ROLE", job.pool, "true", "false"])
+    if m.group("exact") is not None:
+        return result(["status"], [[r[1]] for r in rows if r[0] == m.group("exact")])
+    return result(SERVICE_COLUMNS, rows)
+
+
+def service(name, session, what):
+    full = qualify(name, session, what)
+    with LOCK:
+        job = SERVICES.get(full)
+    if job is None:
+        raise SqlError(
+            "002003", "02000", f"SQL compilation error:\nService '{full}' does not exist or not authorized."
+        )
+    return job
+
+
+def show_containers(sql, session):
+    m = re.match(rf"SHOW\s+SERVICE\s+CONTAINERS\s+IN\s+SERVICE\s+({NAME})\s*;?\s*$", sql, re.I)
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in SHOW SERVICE CONTAINERS")
+    job = service(m.group(1), session, "SHOW SERVICE CONTAINERS")
+    db, sch, short = job.name.split(".")
+    rows = []
+    messages = {
+        "RUNNING": "Running",
+        "DONE": "Completed successfully",
+        "FAILED": "Encountered fatal error while running, check container logs",
+    }
+    for i in range(job.replicas):
+        status = job.instance_status(i)
+        rows.append([db, sch, short, i, job.container, status, messages[status], job.image])
+    columns = [
+        "database_name", "schema_name", "service_name", "instance_id",
+        "container_name", "status", "message", "image_name",
+    ]
+    return result(columns, rows)
+
+
+def service_logs(sql, session):
+    m = re.match(
+        rf"SELECT\s+SYSTEM\$GET_SERVICE_LOGS\s*\(\s*'({NAME})'\s*,\s*(\d+)\s*,\s*'([^']*)'\s*(?:,\s*\d+\s*)?\)\s*;?\s*$",
+        sql,
+        re.I,
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in GET_SERVICE_LOGS")
+    job = service(m.group(1), session, "GET_SERVICE_LOGS")
+    index, container = int(m.group(2)), m.group(3)
+    if index >= job.replicas or container != job.container:
+        raise SqlError(
+            "391905", "22000",
+            f"Container '{container}' of instance {index} does not exist in service {job.name}.",
+        )
+    with open(job.logs[index], encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    column = f"SYSTEM$GET_SERVICE_LOGS('{m.group(1).upper()}', {index}, '{container.upper()}')"
+    return result([column], [[text]])
+
+
+def drop_service(sql, session):
+    m = re.match(rf"DROP\s+SERVICE\s+(IF\s+EXISTS\s+)?({NAME})\s*;?\s*$", sql, re.I)
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in DROP SERVICE")
+    full = qualify(m.group(2), session, "DROP SERVICE")
+    with LOCK:
+        job = SERVICES.pop(full, None)
+    if job is None:
+        if m.group(1):
+            return done(f"Drop statement executed successfully ({full.split('.')[-1]} already dropped).")
+        raise SqlError(
+            "002003", "02000", f"SQL compilation error:\nService '{full}' does not exist or not authorized."
+        )
+    job.stop()
+    return done(f"{full.split('.')[-1]} successfully dropped.")
+
+
+def stop_pool(sql, session):
+    m = re.match(rf"ALTER\s+COMPUTE\s+POOL\s+({IDENT})\s+STOP\s+ALL\s*;?\s*$", sql, re.I)
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in ALTER COMPUTE POOL")
+    pool = m.group(1).upper()
+    with LOCK:
+        stopped = [n for n, j in SERVICES.items() if j.pool == pool]
+        jobs = [SERVICES.pop(n) for n in stopped]
+    for job in jobs:
+        job.stop()
+    return done()
+
+
+def put(sql, session):
+    m = re.match(
+        rf"PUT\s+'file://([^']+)'\s+@({NAME})(/[^\s]*)?(?P<options>.*?);?\s*$", sql, re.S | re.I
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in PUT")
+    stage = qualify(m.group(2), session, "PUT")
+    sub = (m.group(3) or "").strip("/")
+    location = os.path.join(stage_dir(stage), sub)
+    options = m.group("options")
+    auto_compress = re.search(r"AUTO_COMPRESS\s*=\s*FALSE", options, re.I) is None
+    overwrite = re.search(r"OVERWRITE\s*=\s*TRUE", options, re.I) is not None
+    return {
+        "command": "UPLOAD",
+        "src_locations": [m.group(1)],
+        "parallel": 1,
+        "autoCompress": auto_compress,
+        "overwrite": overwrite,
+        "sourceCompression": "auto_detect",
+        "stageInfo": {
+            "locationType": "LOCAL_FS",
+            "location": location,
+            "path": "",
+            "region": None,
+            "storageAccount": None,
+            "isClientSideEncrypted": False,
+            "creds": {},
+            "endPoint": None,
+        },
+        "encryptionMaterial": None,
+        "rowtype": [],
+        "rowset": [],
+        "statementTypeId": 28673,
+    }
+
+
+def get(sql, session):
+    m = re.match(
+        rf"GET\s+@({NAME})(/[^\s']*)?\s+'file://([^']+)'(?:\s+PATTERN\s*=\s*'([^']*)')?\s*;?\s*$",
+        sql,
+        re.S | re.I,
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in GET")
+    stage = qualify(m.group(1), session, "GET")
+    root = stage_dir(stage)
+    sub = (m.group(2) or "").strip("/")
+    pattern = re.compile(m.group(4) + r"\Z", re.S) if m.group(4) else None
+    files = []
+    for dirpath, _, names in os.walk(os.path.join(root, sub)):
+        for n in sorted(names):
+            rel = os.path.relpath(os.path.join(dirpath, n), root)
+            if pattern is None or pattern.match(rel):
+                files.append(rel)
+    return {
+        "command": "DOWNLOAD",
+        "src_locations": files,
+        "localLocation": m.group(3),
+        "parallel": 1,
+        "stageInfo": {
+            "locationType": "LOCAL_FS",
+            "location": root,
+            "path": "",
+            "region": None,
+            "storageAccount": None,
+            "isClientSideEncrypted": False,
+            "creds": {},
+            "endPoint": None,
+        },
+        "encryptionMaterial": [None] * len(files),
+        "rowtype": [],
+        "rowset": [],
+        "statementTypeId": 28674,
+    }
+
+
+def image_repositories(sql, session):
+    columns = ["created_on", "name", "database_name", "schema_name", "repository_url", "owner"]
+    row = [
+        "2026-01-01 00:00:00.000 -0800",
+        "TUTORIAL_REPOSITORY",
+        "TUTORIAL_DB",
+        "DATA_SCHEMA",
+        f"{REGISTRY}/tutorial_db/data_schema/tutorial_repository",
+        "TEST_ROLE",
+    ]
+    return result(columns, [row])
+
+
+STATEMENTS = [
+    (r"ALTER\s+SESSION\b", lambda sql, session: done()),
+    (r"EXECUTE\s+JOB\s+SERVICE\b", execute_job),
+    (r"SHOW\s+(JOB\s+)?SERVICES\b", show_services),
+    (r"SHOW\s+SERVICE\s+CONTAINERS\b", show_containers),
+    (r"SHOW\s+IMAGE\s+REPOSITORIES\b", image_repositories),
+    (r"SELECT\s+SYSTEM\$GET_SERVICE_LOGS\b", service_logs),
+    (r"DROP\s+SERVICE\b", drop_service),
+    (r"ALTER\s+COMPUTE\s+POOL\b", stop_pool),
+    (r"PUT\s", put),
+    (r"GET\s", get),
+    (r"SELECT\s+CURRENT_VERSION\s*\(\s*\)", lambda sql, session: result(["CURRENT_VERSION()"], [["9.0.0"]])),
+]
+
+
+def run_sql(sql, session):
+    text = sql.strip()
+    for pattern, handler in STATEMENTS:
+        if re.match(pattern, text, re.I):
+            return handler(text, session)
+    raise SqlError(
+        "001003", "42000", f"SQL compilation error:\nthe fake Snowflake does not know: {text[:80]}"
+    )
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length)
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            data = gzip.decompress(data)
+        return json.loads(data) if data else {}
+
+    def reply(self, payload, status=200):
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def session(self):
+        auth = self.headers.get("Authorization", "")
+        m = re.match(r'Snowflake Token="([^"]*)"', auth)
+        if not m:
+            return None
+        # Token requests carry the master token instead of the session token.
+        token = m.group(1).removeprefix("master-")
+        with LOCK:
+            return SESSIONS.get(token)
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        params = parse_qs(url.query)
+        body = self.body()
+        if url.path == "/session/v1/login-request":
+            record({"path": url.path})
+            token = "session-" + secrets.token_hex(8)
+            session = {
+                "database": (params.get("databaseName") or [""])[0],
+                "schema": (params.get("schemaName") or [""])[0],
+            }
+            with LOCK:
+                SESSIONS[token] = session
+            self.reply({
+                "success": True,
+                "code": None,
+                "message": None,
+                "data": {
+                    "token": token,
+                    "masterToken": "master-" + token,
+                    "validityInSeconds": 3600,
+                    "masterValidityInSeconds": 14400,
+                    "sessionId": 1,
+                    "parameters": [],
+                    "sessionInfo": {
+                        "databaseName": session["database"].upper() or None,
+                        "schemaName": session["schema"].upper() or None,
+                        "warehouseName": None,
+                        "roleName": "TEST_ROLE",
+                    },
+                },
+            })
+            return
+        session = self.session()
+        if session is None:
+            record({"path": url.path, "error": "no session", "auth": self.headers.get("Authorization", "")})
+            self.reply({"success": False, "code": "390104", "message": "no session", "data": None})
+            return
+        if url.path == "/session/token-request":
+            record({"path": url.path, "requestType": body.get("requestType")})
+            token = "registry-" + secrets.token_hex(16)
+            with LOCK, open(os.path.join(STATE, "tokens.txt"), "a", encoding="utf-8") as f:
+                f.write(token + "\n")
+                SESSIONS[token] = session
+            self.reply({
+                "success": True,
+                "code": None,
+                "message": None,
+                "data": {
+                    "sessionToken": token,
+                    "validityInSecondsST": 3600,
+                    "masterToken": "master-" + token,
+                    "masterValidityInSeconds": 14400,
+                },
+            })
+            return
+        if url.path == "/session":
+            record({"path": url.path})
+            self.reply({"success": True, "code": None, "message": None, "data": None})
+            return
+        if url.path == "/queries/v1/query-request":
+            sql = body.get("sqlText", "")
+            record({"path": url.path, "sql": sql})
+            query_id = str(uuid.uuid4())
+            try:
+                data = run_sql(sql, session)
+            except SqlError as e:
+                self.reply({
+                    "success": False,
+                    "code": e.code,
+                    "message": e.message,
+                    "data": {"errorCode": e.code, "sqlState": e.sqlstate, "queryId": query_id},
+                })
+                return
+            data["queryId"] = query_id
+            data["parameters"] = []
+            self.reply({"success": True, "code": None, "message": None, "data": data})
+            return
+        # Telemetry and anything else: accepted and recorded.
+        record({"path": url.path})
+        self.reply({"success": True, "code": None, "message": None, "data": None})
+
+
+def main():
+    if not STATE or not os.path.isdir(STATE):
+        print("fake_snowflake: FAKE_SNOWFLAKE_DIR must name a directory", file=sys.stderr)
+        return 2
+    port = int(os.environ.get("FAKE_SNOWFLAKE_PORT", "0"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    print(f"fake_snowflake listening on 127.0.0.1:{server.server_address[1]}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with LOCK:
+            jobs = list(SERVICES.values())
+        for job in jobs:
+            job.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
