@@ -1,19 +1,20 @@
 //! Where rows come from: the single `ECHO_TEXT` row, or a UTF-8 file (or
 //! stdin) with one row per line, numbered from 0 and filtered to the rows this
-//! replica owns. Read lazily, so memory stays flat however long the input.
+//! replica owns. Read lazily, straight into the batch's one buffer, so memory
+//! stays flat however long the input.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 
 use crate::config::{Input, Shard};
 use crate::error::Error;
-use crate::rows::Row;
+use crate::rows::{self, Batch, InputFormat};
 
 pub struct Rows {
     source: Source,
+    format: InputFormat,
     shard: Shard,
     next_index: u64,
-    line: Vec<u8>,
 }
 
 enum Source {
@@ -21,9 +22,12 @@ enum Source {
     Lines(Box<dyn BufRead>),
 }
 
+/// The first bytes of every gzip stream (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 impl Rows {
-    pub fn open(input: &Input, shard: Shard) -> Result<Rows, Error> {
-        let source = match input {
+    pub fn open(input: &Input, format: InputFormat, shard: Shard) -> Result<Rows, Error> {
+        let mut source = match input {
             Input::Single(text) => Source::Single(Some(text.clone())),
             Input::Stdin => Source::Lines(Box::new(std::io::stdin().lock())),
             Input::File(path) => {
@@ -34,74 +38,99 @@ impl Rows {
                 Source::Lines(Box::new(BufReader::with_capacity(64 * 1024, file)))
             }
         };
+        if let Source::Lines(reader) = &mut source {
+            refuse_gzip(reader.as_mut())?;
+        }
         Ok(Rows {
             source,
+            format,
             shard,
             next_index: 0,
-            line: Vec::new(),
         })
     }
 
-    /// The next rows this replica owns, at most `size`; empty at the end.
-    pub fn next_batch(&mut self, size: usize) -> Result<Vec<Row>, Error> {
-        let mut batch = Vec::with_capacity(size.min(1024));
-        while batch.len() < size {
-            match self.next_row()? {
-                Some(row) => batch.push(row),
-                None => break,
-            }
-        }
-        Ok(batch)
-    }
-
-    fn next_row(&mut self) -> Result<Option<Row>, Error> {
+    /// Refills `batch` with the next rows this replica owns, at most `size`;
+    /// empty at the end.
+    pub fn next_batch(&mut self, batch: &mut Batch, size: usize) -> Result<(), Error> {
+        batch.clear();
         let reader = match &mut self.source {
             Source::Single(text) => {
-                let owned = self.shard.owns(0);
-                return Ok(text
-                    .take()
-                    .filter(|_| owned)
-                    .map(|text| Row { index: 0, text }));
+                if let Some(text) = text.take().filter(|_| self.shard.owns(0)) {
+                    if self.format == InputFormat::Jsonl {
+                        rows::check_columns(text.as_bytes()).map_err(|problem| {
+                            Error::InputData {
+                                line: 1,
+                                problem: format!("ECHO_TEXT {problem}"),
+                            }
+                        })?;
+                    }
+                    batch.push(0, &text);
+                }
+                return Ok(());
             }
             Source::Lines(reader) => reader,
         };
-        loop {
+        while batch.len() < size {
             let index = self.next_index;
-            self.line.clear();
-            let read = reader
-                .read_until(b'\n', &mut self.line)
-                .map_err(|cause| Error::Io {
-                    what: format!("reading input line {}", index + 1),
-                    cause,
-                })?;
+            let line = batch.unfinished_row();
+            let read = reader.read_until(b'\n', line).map_err(|cause| Error::Io {
+                what: format!("reading input line {}", index + 1),
+                cause,
+            })?;
             if read == 0 {
-                return Ok(None);
+                break;
             }
             self.next_index += 1;
             if !self.shard.owns(index) {
+                batch.discard_unfinished();
                 continue;
             }
-            if self.line.ends_with(b"\n") {
-                self.line.pop();
-                if self.line.ends_with(b"\r") {
-                    self.line.pop();
+            // `read` bytes of the buffer are this line's.
+            if line.ends_with(b"\n") {
+                line.pop();
+                if read >= 2 && line.ends_with(b"\r") {
+                    line.pop();
                 }
             }
-            return match std::str::from_utf8(&self.line) {
-                Ok(text) => Ok(Some(Row {
-                    index,
-                    text: text.to_owned(),
-                })),
-                Err(e) => Err(Error::InputData {
+            let text = batch.unfinished_text();
+            if let Err(e) = std::str::from_utf8(text) {
+                return Err(Error::InputData {
                     line: index + 1,
                     problem: format!(
                         "not valid UTF-8 (at byte {} of the line, row index {index})",
                         e.valid_up_to()
                     ),
-                }),
-            };
+                });
+            }
+            if self.format == InputFormat::Jsonl {
+                rows::check_columns(text).map_err(|problem| Error::InputData {
+                    line: index + 1,
+                    problem: format!("the line {problem}"),
+                })?;
+            }
+            batch.end_row(index);
         }
+        Ok(())
     }
+}
+
+/// Stage unloads and PUT compress with gzip unless told not to, and this
+/// job reads plain text: say so, rather than "not valid UTF-8".
+fn refuse_gzip(reader: &mut dyn BufRead) -> Result<(), Error> {
+    let start = reader.fill_buf().map_err(|cause| Error::Io {
+        what: "reading input line 1".to_owned(),
+        cause,
+    })?;
+    if start.starts_with(&GZIP_MAGIC) {
+        return Err(Error::InputData {
+            line: 1,
+            problem: "the input is gzip-compressed (it starts with the bytes 1f 8b), and rows \
+                      must be plain text: unload with FILE_FORMAT = (... COMPRESSION = NONE), \
+                      or upload with PUT ... AUTO_COMPRESS = FALSE (or gunzip it first)"
+                .to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// How many rows this replica will send, when that can be known up front
