@@ -72,11 +72,11 @@ impl Rows {
         };
         while batch.len() < size {
             let index = self.next_index;
-            let line = batch.unfinished_row();
-            let read = reader.read_until(b'\n', line).map_err(|cause| Error::Io {
-                what: format!("reading input line {}", index + 1),
-                cause,
-            })?;
+            let (read, classes) =
+                read_line(reader.as_mut(), batch.unfinished_row()).map_err(|cause| Error::Io {
+                    what: format!("reading input line {}", index + 1),
+                    cause,
+                })?;
             if read == 0 {
                 break;
             }
@@ -85,6 +85,7 @@ impl Rows {
                 batch.discard_unfinished();
                 continue;
             }
+            let line = batch.unfinished_row();
             // `read` bytes of the buffer are this line's.
             if line.ends_with(b"\n") {
                 line.pop();
@@ -93,14 +94,16 @@ impl Rows {
                 }
             }
             let text = batch.unfinished_text();
-            if let Err(e) = std::str::from_utf8(text) {
-                return Err(Error::InputData {
-                    line: index + 1,
-                    problem: format!(
-                        "not valid UTF-8 (at byte {} of the line, row index {index})",
-                        e.valid_up_to()
-                    ),
-                });
+            if classes & rows::NON_ASCII != 0 {
+                if let Err(e) = std::str::from_utf8(text) {
+                    return Err(Error::InputData {
+                        line: index + 1,
+                        problem: format!(
+                            "not valid UTF-8 (at byte {} of the line, row index {index})",
+                            e.valid_up_to()
+                        ),
+                    });
+                }
             }
             if self.format == InputFormat::Jsonl {
                 rows::check_columns(text).map_err(|problem| Error::InputData {
@@ -108,9 +111,35 @@ impl Rows {
                     problem: format!("the line {problem}"),
                 })?;
             }
-            batch.end_row(index);
+            batch.end_row(index, classes & rows::ESCAPE != 0);
         }
         Ok(())
+    }
+}
+
+/// Appends the next line to `out`, newline included; how many bytes, and
+/// the classes (`rows::CLASS`) of its bytes, found in the same one pass.
+fn read_line(reader: &mut dyn BufRead, out: &mut Vec<u8>) -> std::io::Result<(usize, u8)> {
+    let mut read = 0;
+    let mut classes = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((read, classes));
+        }
+        let (used, found) = rows::scan_line(available);
+        classes |= found;
+        let ended = found & rows::NEWLINE != 0;
+        out.extend_from_slice(&available[..used]);
+        reader.consume(used);
+        read += used;
+        if ended {
+            return Ok((read, classes));
+        }
     }
 }
 
@@ -148,7 +177,7 @@ pub fn count_rows(input: &Input, shard: Shard) -> Option<u64> {
                 if chunk.is_empty() {
                     break;
                 }
-                lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+                lines += rows::count_newlines(chunk);
                 ends_with_newline = chunk.last() == Some(&b'\n');
                 let used = chunk.len();
                 reader.consume(used);

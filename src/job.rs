@@ -98,9 +98,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
             match &mut output {
                 Some(file) => {
                     lines.clear();
-                    for (i, &index) in batch.indices().iter().enumerate() {
-                        rows::push_output_line(&mut lines, index, reply.value(i));
-                    }
+                    reply.push_output_lines(batch.indices(), &mut lines);
                     file.write(&lines)?;
                 }
                 None => {

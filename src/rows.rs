@@ -49,7 +49,14 @@ pub struct Batch {
     format: InputFormat,
     indices: Vec<u64>,
     text: Vec<u8>,
-    ends: Vec<usize>,
+    ends: Vec<RowEnd>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RowEnd {
+    end: usize,
+    /// Whether the line has a byte a JSON string must escape.
+    escapes: bool,
 }
 
 impl Batch {
@@ -81,10 +88,16 @@ impl Batch {
         &self.indices
     }
 
+    fn start_of(&self, i: usize) -> usize {
+        match i {
+            0 => 0,
+            _ => self.ends[i - 1].end,
+        }
+    }
+
     /// Row `i`'s input line: checked UTF-8, and with `Jsonl` a checked array.
     pub fn text(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        &self.text[self.start_of(i)..self.ends[i].end]
     }
 
     /// Where the next row's line is appended, before `end_row`.
@@ -94,57 +107,139 @@ impl Batch {
 
     /// The bytes past the last row's end.
     pub fn unfinished_text(&self) -> &[u8] {
-        &self.text[self.ends.last().copied().unwrap_or(0)..]
+        &self.text[self.start_of(self.len())..]
     }
 
-    /// Makes the bytes appended since the last row the row with `index`.
-    pub fn end_row(&mut self, index: u64) {
+    /// Makes the bytes appended since the last row the row with `index`;
+    /// `escapes` false promises that none of them needs a JSON escape.
+    pub fn end_row(&mut self, index: u64, escapes: bool) {
         self.indices.push(index);
-        self.ends.push(self.text.len());
+        self.ends.push(RowEnd {
+            end: self.text.len(),
+            escapes,
+        });
     }
 
     /// Drops the bytes appended since the last row.
     pub fn discard_unfinished(&mut self) {
-        self.text.truncate(self.ends.last().copied().unwrap_or(0));
+        self.text.truncate(self.start_of(self.len()));
     }
 
     /// Appends a whole row.
     pub fn push(&mut self, index: u64, text: &str) {
         self.discard_unfinished();
         self.text.extend_from_slice(text.as_bytes());
-        self.end_row(index);
+        let escapes = text
+            .bytes()
+            .any(|b| CLASS[usize::from(b)] & (ESCAPE | NEWLINE) != 0);
+        self.end_row(index, escapes);
     }
+}
+
+/// Byte classes, for one pass over an input line.
+pub const NEWLINE: u8 = 1;
+/// A byte a JSON string must escape (the newline ending a line aside).
+pub const ESCAPE: u8 = 2;
+pub const NON_ASCII: u8 = 4;
+
+pub static CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        class[byte] = if byte == b'\n' as usize {
+            NEWLINE
+        } else if byte < 0x20 || byte == b'"' as usize || byte == b'\\' as usize {
+            ESCAPE
+        } else if byte >= 0x80 {
+            NON_ASCII
+        } else {
+            0
+        };
+        byte += 1;
+    }
+    class
+};
+
+/// Scans `bytes` up to and including the first newline: how many bytes
+/// that is (all of them when there is none), and the classes (`CLASS`) of
+/// the bytes before it. Eight bytes at a time while it can.
+pub fn scan_line(bytes: &[u8]) -> (usize, u8) {
+    use json::swar;
+    let mut classes = 0;
+    let mut at = 0;
+    while let Some(word) = swar::word(bytes, at) {
+        let newline = swar::equal(word, b'\n');
+        // Only the bytes before a newline count; 0x80 marks each byte.
+        let before = match newline {
+            0 => u64::MAX,
+            _ => (newline & newline.wrapping_neg()) - 1,
+        };
+        if swar::string_stops(word) & !newline & before != 0 {
+            classes |= ESCAPE;
+        }
+        if swar::high(word) & before != 0 {
+            classes |= NON_ASCII;
+        }
+        if newline != 0 {
+            return (at + swar::first(newline) + 1, classes | NEWLINE);
+        }
+        at += 8;
+    }
+    while at < bytes.len() {
+        let class = CLASS[usize::from(bytes[at])];
+        at += 1;
+        classes |= class;
+        if class == NEWLINE {
+            break;
+        }
+    }
+    (at, classes)
+}
+
+/// How many newlines `bytes` holds, eight bytes at a time.
+pub fn count_newlines(bytes: &[u8]) -> u64 {
+    use json::swar;
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(word) = swar::word(bytes, at) {
+        count += swar::count(swar::equal(word, b'\n'));
+        at += 8;
+    }
+    count + bytes[at..].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 /// Writes the request body for `batch` into `out`:
 /// `{"data":[[0,"Hello"],...]}`, or `[0,v1,v2,...]` rows with `Jsonl`.
+/// Each row is copied in two pieces: what comes before its text (the end of
+/// the previous row, the index), and the text.
 pub fn encode_request(batch: &Batch, out: &mut Vec<u8>) {
     out.clear();
     out.reserve(16 + batch.text.len() + 24 * batch.len());
     out.extend_from_slice(b"{\"data\":[");
-    for (i, &index) in batch.indices.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        push_u64(out, index);
-        let text = batch.text(i);
-        match batch.format {
-            InputFormat::Lines => {
-                out.push(b',');
-                push_json_string(out, text);
+    let lines = batch.format == InputFormat::Lines;
+    let mut head = RowHead::new(lines);
+    let mut start = 0;
+    for (i, (&index, row)) in batch.indices.iter().zip(&batch.ends).enumerate() {
+        let text = &batch.text[start..row.end];
+        start = row.end;
+        if lines {
+            out.extend_from_slice(head.next(index, i == 0, true));
+            if row.escapes {
+                push_escaped(out, text);
+            } else {
+                out.extend_from_slice(text);
             }
-            InputFormat::Jsonl => {
-                let columns = columns_of(text);
-                if !columns.is_empty() {
-                    out.push(b',');
-                    out.extend_from_slice(columns);
-                }
-            }
+        } else {
+            let columns = columns_of(text);
+            out.extend_from_slice(head.next(index, i == 0, !columns.is_empty()));
+            out.extend_from_slice(columns);
         }
-        out.push(b']');
     }
-    out.extend_from_slice(b"]}");
+    match (batch.is_empty(), lines) {
+        (true, _) => out.extend_from_slice(b"]}"),
+        (false, true) => out.extend_from_slice(b"\"]]}"),
+        (false, false) => out.extend_from_slice(b"]]}"),
+    }
 }
 
 /// Checks a `Jsonl` line: one JSON array, nested no deeper than replies may.
@@ -210,26 +305,124 @@ pub fn display_value(value: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Decimal digits without `fmt`'s machinery.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+/// What comes before a row's text in a request: the end of the previous
+/// row, `[`, the index and `,"` (`,` for Jsonl), kept in one buffer whose
+/// index is counted up digit by digit, as consecutive rows need.
+struct RowHead {
+    buffer: [u8; 32],
+    /// Where the index digits start; they end at `DIGITS_END`.
+    start: usize,
+    index: u64,
+    lines: bool,
 }
 
-/// Appends UTF-8 `text` as a JSON string, escaped as miniserde escapes:
-/// runs that need no escape are copied whole.
-fn push_json_string(out: &mut Vec<u8>, text: &[u8]) {
+const DIGITS_END: usize = 26;
+
+impl RowHead {
+    fn new(lines: bool) -> RowHead {
+        let mut head = RowHead {
+            buffer: [0; 32],
+            start: DIGITS_END - 1,
+            index: 0,
+            lines,
+        };
+        head.buffer[DIGITS_END - 1] = b'0';
+        head.buffer[DIGITS_END] = b',';
+        head.buffer[DIGITS_END + 1] = b'"';
+        head.put_prefix();
+        head
+    }
+
+    fn put_prefix(&mut self) {
+        self.buffer[self.start - 4..self.start].copy_from_slice(b"\"],[");
+    }
+
+    /// The bytes before row `index`'s text: `first` leaves out the end of a
+    /// previous row, `comma` false leaves out what follows the index.
+    fn next(&mut self, index: u64, first: bool, comma: bool) -> &[u8] {
+        if index != self.index {
+            if self.index.checked_add(1) == Some(index) {
+                self.count_up();
+            } else {
+                self.start =
+                    DIGITS_END - write_u64_backwards(&mut self.buffer[..DIGITS_END], index);
+                self.put_prefix();
+            }
+            self.index = index;
+        }
+        let from = match (first, self.lines) {
+            (true, _) => self.start - 1,
+            (false, true) => self.start - 4,
+            (false, false) => self.start - 3,
+        };
+        let to = match (comma, self.lines) {
+            (false, _) => DIGITS_END,
+            (true, true) => DIGITS_END + 2,
+            (true, false) => DIGITS_END + 1,
+        };
+        &self.buffer[from..to]
+    }
+
+    fn count_up(&mut self) {
+        let mut at = DIGITS_END - 1;
+        loop {
+            if self.buffer[at] != b'9' {
+                self.buffer[at] += 1;
+                return;
+            }
+            self.buffer[at] = b'0';
+            if at == self.start {
+                self.start -= 1;
+                self.buffer[self.start] = b'1';
+                self.put_prefix();
+                return;
+            }
+            at -= 1;
+        }
+    }
+}
+
+/// Writes `n` in decimal at the end of `out` (20 bytes suffice); how many
+/// bytes.
+fn write_u64_backwards(out: &mut [u8], mut n: u64) -> usize {
+    let mut at = out.len();
+    loop {
+        at -= 1;
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return out.len() - at;
+        }
+    }
+}
+
+/// Writes `n` in decimal at the start of `out` (20 bytes suffice); how many
+/// bytes. Without `fmt`'s machinery, which costs more than the row.
+fn write_u64(out: &mut [u8], n: u64) -> usize {
+    let mut len = 1;
+    let mut rest = n / 10;
+    while rest > 0 {
+        len += 1;
+        rest /= 10;
+    }
+    let mut rest = n;
+    for at in (0..len).rev() {
+        out[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    len
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let len = write_u64(&mut digits, n);
+    out.extend_from_slice(&digits[..len]);
+}
+
+/// Appends the inside of a JSON string holding UTF-8 `text`, escaped as
+/// miniserde escapes: runs that need no escape are copied whole.
+fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let mut start = 0;
     for (i, &byte) in text.iter().enumerate() {
         let escape: &[u8] = match byte {
@@ -255,6 +448,13 @@ fn push_json_string(out: &mut Vec<u8>, text: &[u8]) {
         start = i + 1;
     }
     out.extend_from_slice(&text[start..]);
+}
+
+/// Appends UTF-8 `text` as a JSON string, escaped as miniserde escapes.
+#[cfg(test)]
+fn push_json_string(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    push_escaped(out, text);
     out.push(b'"');
 }
 
@@ -295,6 +495,10 @@ pub struct Reply {
     filled: usize,
     recoded: Vec<u8>,
     values: Vec<Option<Span>>,
+    /// The rows of `data`, when they are exactly `[index,value]` in the
+    /// order sent, compact and one comma apart: then the output lines are
+    /// these bytes with the commas between rows made line ends.
+    run: Option<(usize, usize)>,
 }
 
 /// A reused buffer larger than this is let go rather than kept.
@@ -368,7 +572,8 @@ impl Reply {
         }
         self.values.clear();
         self.values.resize(sent.len(), None);
-        let problem = match scan_reply(body, sent, &mut self.values) {
+        self.run = None;
+        let problem = match scan_reply(body, sent, &mut self.values, &mut self.run) {
             Ok(problem) => problem,
             Err(Fault::TooDeep) => Some(Problem::Said(too_deep())),
             // Which of the two a broken body is named by must not depend on
@@ -427,6 +632,28 @@ impl Reply {
         Ok(())
     }
 
+    /// Appends the OUTPUT_FILE lines of a decoded reply to rows with the
+    /// indices `sent`.
+    pub fn push_output_lines(&self, sent: &[u64], out: &mut Vec<u8>) {
+        let Some((start, end)) = self.run else {
+            for (i, &index) in sent.iter().enumerate() {
+                push_output_line(out, index, self.value(i));
+            }
+            return;
+        };
+        let base = out.len();
+        out.extend_from_slice(&self.buffer[start..end]);
+        for span in self
+            .values
+            .iter()
+            .take(sent.len().saturating_sub(1))
+            .flatten()
+        {
+            out[base + span.end + 1 - start] = b'\n';
+        }
+        out.push(b'\n');
+    }
+
     /// How many values a decoded reply holds: one per row sent.
     pub fn len(&self) -> usize {
         self.values.len()
@@ -470,6 +697,7 @@ fn scan_reply(
     body: &[u8],
     sent: &[u64],
     values: &mut [Option<Span>],
+    run: &mut Option<(usize, usize)>,
 ) -> Result<Option<Problem>, Fault> {
     let mut scanner = Scanner::new(body, MAX_NESTING);
     scanner.skip_whitespace();
@@ -495,7 +723,7 @@ fn scan_reply(
                 scanner.value()?;
             } else {
                 data_seen = true;
-                data_problem = scan_data(&mut scanner, sent, values)?;
+                data_problem = scan_data(&mut scanner, sent, values, run)?;
             }
         } else {
             if other_keys.contains(&key) {
@@ -537,6 +765,7 @@ fn scan_data(
     scanner: &mut Scanner,
     sent: &[u64],
     values: &mut [Option<Span>],
+    run: &mut Option<(usize, usize)>,
 ) -> Result<Option<String>, Fault> {
     if scanner.peek() != Some(b'[') {
         let data = scanner.value()?;
@@ -547,14 +776,34 @@ fn scan_data(
     }
     let mut problem = None;
     let mut position = 0usize;
+    let first = scanner.position() + 1;
+    let mut plain = true;
+    let mut previous_end = first - 1;
     let mut more = scanner.begin()?;
     while more {
         if scanner.peek() == Some(b'[') {
-            let row = scan_row(scanner)?;
+            let start = scanner.position();
+            let row = match scanner.plain_row() {
+                Some((index, value)) => Row {
+                    start,
+                    end: scanner.position(),
+                    elements: 2,
+                    index: Ok(Number::Whole(index)),
+                    value: Some(value),
+                    plain: true,
+                },
+                None => scan_row(scanner)?,
+            };
+            plain &= row.plain && row.start == previous_end + 1;
+            previous_end = row.end;
             if problem.is_none() {
-                problem = place_row(position, row, sent, values).err();
+                match place_row(position, &row, sent, values) {
+                    Ok(slot) => plain &= slot == position,
+                    Err(message) => problem = Some(message),
+                }
             }
         } else {
+            plain = false;
             let row = scanner.value()?;
             problem.get_or_insert_with(|| {
                 format!(
@@ -566,27 +815,41 @@ fn scan_data(
         position += 1;
         more = scanner.more(b']')?;
     }
+    if plain && position > 0 && position == sent.len() {
+        *run = Some((first, previous_end));
+    }
     Ok(problem)
 }
 
 /// What one row of a reply holds.
 struct Row {
+    start: usize,
+    end: usize,
     elements: usize,
     index: Result<Number, Kind>,
     value: Option<Scanned>,
+    /// Exactly `[index,value]`: two elements, no white space, a whole
+    /// index, a compact value.
+    plain: bool,
 }
 
 fn scan_row(scanner: &mut Scanner) -> Result<Row, Fault> {
     let mut row = Row {
+        start: scanner.position(),
+        end: 0,
         elements: 0,
         index: Err(Kind::Null),
         value: None,
+        plain: false,
     };
+    let mut index_end = 0;
     let mut more = scanner.begin()?;
     while more {
         match row.elements {
             0 if matches!(scanner.peek(), Some(b'-' | b'0'..=b'9')) => {
+                row.plain = scanner.position() == row.start + 1;
                 row.index = Ok(scanner.number()?.0);
+                index_end = scanner.position();
             }
             0 => row.index = Err(scanner.value()?.kind),
             1 => row.value = Some(scanner.value()?),
@@ -597,15 +860,22 @@ fn scan_row(scanner: &mut Scanner) -> Result<Row, Fault> {
         row.elements += 1;
         more = scanner.more(b']')?;
     }
+    row.end = scanner.position();
+    row.plain &= row.elements == 2
+        && matches!(row.index, Ok(Number::Whole(_)))
+        && row.value.is_some_and(|value| {
+            value.compact && value.start == index_end + 1 && value.end + 1 == row.end
+        });
     Ok(row)
 }
 
+/// Places a row's value in its slot; the slot.
 fn place_row(
     position: usize,
-    row: Row,
+    row: &Row,
     sent: &[u64],
     values: &mut [Option<Span>],
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let Some(value) = row.value else {
         return Err(format!(
             "row {position} of the reply has {} element(s), expected [index, value]",
@@ -649,7 +919,7 @@ fn place_row(
         end: value.end,
         compact: value.compact,
     });
-    Ok(())
+    Ok(slot)
 }
 
 /// The first 200 bytes of a body, for error messages.
@@ -669,6 +939,21 @@ mod testing {
     pub struct Row {
         pub index: u64,
         pub text: String,
+    }
+
+    /// What OUTPUT_FILE gets for a reply to rows with the indices `sent`, or
+    /// why the reply is refused.
+    pub fn output_of(body: &[u8], sent: &[u64]) -> Result<String, String> {
+        let mut reply = Reply::default();
+        reply
+            .read_body(body, None, body.len() as u64)
+            .map_err(|e| e.to_string())?;
+        reply
+            .decode(sent)
+            .map_err(|problem| problem.describe(body))?;
+        let mut lines = Vec::new();
+        reply.push_output_lines(sent, &mut lines);
+        String::from_utf8(lines).map_err(|e| e.to_string())
     }
 
     /// The request body for `rows`, as text.
@@ -718,6 +1003,24 @@ mod tests {
             encode_request(&rows(&["a", ""])),
             r#"{"data":[[0,"a"],[1,""]]}"#
         );
+    }
+
+    #[test]
+    fn indices_are_counted_up_across_digits_and_jumps() {
+        let indices: Vec<u64> = (0..=1001)
+            .chain([5000, 5001, 9_999_999, 10_000_000, u64::MAX - 1, u64::MAX])
+            .collect();
+        let rows: Vec<Row> = indices
+            .iter()
+            .map(|&index| Row {
+                index,
+                text: index.to_string(),
+            })
+            .collect();
+        let body = encode_request(&rows);
+        let expected: Vec<String> = indices.iter().map(|i| format!("\"{i}\"")).collect();
+        assert_eq!(decode_reply(body.as_bytes(), &indices).unwrap(), expected);
+        assert!(body.contains(",[1000,\"1000\"],"), "{body}");
     }
 
     #[test]
@@ -844,7 +1147,7 @@ mod tests {
 /// panic. fuzz/ runs the decoder on far more inputs, outside `cargo test`.
 #[cfg(test)]
 mod properties {
-    use super::testing::{Row, encode_request};
+    use super::testing::{Row, encode_request, output_of};
     use super::*;
     use proptest::collection::{btree_map, btree_set, vec};
     use proptest::prelude::*;
@@ -994,8 +1297,9 @@ mod properties {
             vec((json_value(), space()), 6),
             any::<prop::sample::Index>(),
             0..8u8,
+            prop::sample::select(vec![",", ", "]),
         )
-            .prop_map(|(sent, values, shuffle, fault)| {
+            .prop_map(|(sent, values, shuffle, fault, comma)| {
                 let sent: Vec<u64> = sent.into_iter().collect();
                 let mut rows: Vec<String> = sent
                     .iter()
@@ -1022,7 +1326,10 @@ mod properties {
                 } else {
                     ""
                 };
-                (format!("{{\"data\" : [{}]{extra}}}", rows.join(", ")), sent)
+                (
+                    format!("{{\"data\" : [{}]{extra}}}", rows.join(comma)),
+                    sent,
+                )
             })
     }
 
@@ -1036,14 +1343,7 @@ mod properties {
         #[test]
         fn output_is_what_the_old_decoder_wrote((body, sent) in json_reply()) {
             let old = reference::output_lines(body.as_bytes(), &sent);
-            let new = decode_reply(body.as_bytes(), &sent).map(|values| {
-                let mut lines = Vec::new();
-                for (index, value) in sent.iter().zip(&values) {
-                    push_output_line(&mut lines, *index, value.as_bytes());
-                }
-                String::from_utf8(lines).unwrap_or_default()
-            });
-            prop_assert_eq!(new, old, "{}", body);
+            prop_assert_eq!(output_of(body.as_bytes(), &sent), old, "{}", body);
         }
 
         #[test]
@@ -1053,14 +1353,7 @@ mod properties {
         ) {
             let sent: Vec<u64> = sent.into_iter().collect();
             let old = reference::output_lines(&body, &sent);
-            let new = decode_reply(&body, &sent).map(|values| {
-                let mut lines = Vec::new();
-                for (index, value) in sent.iter().zip(&values) {
-                    push_output_line(&mut lines, *index, value.as_bytes());
-                }
-                String::from_utf8(lines).unwrap_or_default()
-            });
-            prop_assert_eq!(new, old);
+            prop_assert_eq!(output_of(&body, &sent), old);
         }
 
         /// A request body has the shape of a reply that echoes each row: so

@@ -80,6 +80,58 @@ static STRING_STOP: [bool; 256] = {
     stop
 };
 
+/// Eight bytes at a time: each function returns a word with the high bit
+/// of every byte that matches set, and no other bit. Exact per byte (no
+/// carry crosses bytes), so the lowest set bit is the first match.
+pub mod swar {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+
+    #[inline(always)]
+    pub fn word(bytes: &[u8], at: usize) -> Option<u64> {
+        let eight = bytes.get(at..at + 8)?;
+        <[u8; 8]>::try_from(eight).ok().map(u64::from_le_bytes)
+    }
+
+    /// How many bytes a mask marks.
+    #[inline(always)]
+    pub fn count(mask: u64) -> u64 {
+        ((mask >> 7).wrapping_mul(ONES)) >> 56
+    }
+
+    /// Bytes equal to `byte`.
+    #[inline(always)]
+    pub fn equal(word: u64, byte: u8) -> u64 {
+        let x = word ^ (ONES * u64::from(byte));
+        !(((x & LOW7) + LOW7) | x | LOW7)
+    }
+
+    /// Bytes below `limit` (at most 0x80).
+    #[inline(always)]
+    pub fn below(word: u64, limit: u8) -> u64 {
+        !(((word & LOW7) + ONES * u64::from(0x80 - limit)) | word) & HIGH
+    }
+
+    /// Bytes of 0x80 and above: not ASCII.
+    #[inline(always)]
+    pub fn high(word: u64) -> u64 {
+        word & HIGH
+    }
+
+    /// Bytes a JSON string cannot hold as they are: controls, `"`, `\`.
+    #[inline(always)]
+    pub fn string_stops(word: u64) -> u64 {
+        below(word, 0x20) | equal(word, b'"') | equal(word, b'\\')
+    }
+
+    /// Which byte the lowest match is.
+    #[inline(always)]
+    pub fn first(mask: u64) -> usize {
+        (mask.trailing_zeros() / 8) as usize
+    }
+}
+
 pub struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -97,16 +149,26 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    // The few helpers every byte goes through are inlined by force: the
+    // release build optimises for size, and calls cost more than they do.
+    #[inline(always)]
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    #[inline(always)]
     pub fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline(always)]
     fn bump(&mut self) -> Option<u8> {
         let byte = self.peek()?;
         self.pos += 1;
         Some(byte)
     }
 
+    #[inline(always)]
     fn eat(&mut self, byte: u8) -> bool {
         let matched = self.peek() == Some(byte);
         self.pos += usize::from(matched);
@@ -114,6 +176,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips JSON white space; whether there was any.
+    #[inline(always)]
     pub fn skip_whitespace(&mut self) -> bool {
         let start = self.pos;
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
@@ -167,6 +230,72 @@ impl<'a> Scanner<'a> {
             }
             _ => Err(Fault::Syntax),
         }
+    }
+
+    /// At `[`, the common row of a reply, `[index,"text"]` exactly: no white
+    /// space, a whole index of at most 19 digits, a string with no escape
+    /// but the short ones. Its index and value, scanned in one tight pass;
+    /// None (and nothing consumed) for any other row, left to `value`.
+    pub fn plain_row(&mut self) -> Option<(u64, Scanned)> {
+        let bytes = self.bytes;
+        if self.depth >= self.max_depth {
+            return None;
+        }
+        let mut at = self.pos + 1;
+        let mut index = match bytes.get(at) {
+            Some(b'0') => 0,
+            Some(&digit @ b'1'..=b'9') => u64::from(digit - b'0'),
+            _ => return None,
+        };
+        at += 1;
+        if index > 0 {
+            let last = at + 18;
+            while let Some(&digit @ b'0'..=b'9') = bytes.get(at) {
+                if at == last {
+                    return None;
+                }
+                index = index * 10 + u64::from(digit - b'0');
+                at += 1;
+            }
+        }
+        if bytes.get(at) != Some(&b',') || bytes.get(at + 1) != Some(&b'"') {
+            return None;
+        }
+        let start = at + 1;
+        at += 2;
+        loop {
+            while let Some(word) = swar::word(bytes, at) {
+                let stops = swar::string_stops(word);
+                if stops != 0 {
+                    at += swar::first(stops);
+                    break;
+                }
+                at += 8;
+            }
+            while at < bytes.len() && !STRING_STOP[usize::from(bytes[at])] {
+                at += 1;
+            }
+            match bytes.get(at) {
+                Some(b'"') => break,
+                Some(b'\\') => match bytes.get(at + 1) {
+                    Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => at += 2,
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        let end = at + 1;
+        if bytes.get(end) != Some(&b']') {
+            return None;
+        }
+        self.pos = end + 1;
+        let value = Scanned {
+            kind: Kind::String,
+            start,
+            end,
+            compact: true,
+        };
+        Some((index, value))
     }
 
     /// An object key and its colon; the key's bytes, quotes included, and
@@ -264,22 +393,29 @@ impl<'a> Scanner<'a> {
     /// A string, at its opening quote: whether it has escapes, and whether it
     /// is compact.
     fn string(&mut self) -> Result<(bool, bool), Fault> {
-        self.pos += 1;
+        let bytes = self.bytes;
         let mut escaped = false;
         let mut compact = true;
+        let mut pos = self.pos + 1;
         loop {
-            while self
-                .bytes
-                .get(self.pos)
-                .is_some_and(|&byte| !STRING_STOP[usize::from(byte)])
-            {
-                self.pos += 1;
+            while let Some(word) = swar::word(bytes, pos) {
+                let stops = swar::string_stops(word);
+                if stops != 0 {
+                    pos += swar::first(stops);
+                    break;
+                }
+                pos += 8;
             }
+            while pos < bytes.len() && !STRING_STOP[usize::from(bytes[pos])] {
+                pos += 1;
+            }
+            self.pos = pos;
             match self.bump() {
                 Some(b'"') => return Ok((escaped, compact)),
                 Some(b'\\') => {
                     escaped = true;
                     compact &= self.escape()?;
+                    pos = self.pos;
                 }
                 // A control character, or the end of the input.
                 _ => return Err(Fault::Syntax),
@@ -343,16 +479,22 @@ impl<'a> Scanner<'a> {
             // One leading zero at most.
             Some(b'0') if matches!(self.peek(), Some(b'0'..=b'9')) => return Err(Fault::Syntax),
             Some(b'0') => {}
-            Some(first @ b'1'..=b'9') => {
-                magnitude = u64::from(first - b'0');
-                while let Some(digit @ b'0'..=b'9') = self.peek() {
+            Some(b'1'..=b'9') => {
+                let digits_start = self.pos - 1;
+                while let Some(b'0'..=b'9') = self.peek() {
                     self.pos += 1;
-                    match magnitude
-                        .checked_mul(10)
-                        .and_then(|m| m.checked_add(u64::from(digit - b'0')))
-                    {
-                        Some(larger) if !too_large => magnitude = larger,
-                        _ => too_large = true,
+                }
+                // 19 digits always fit in a u64; 20 may, more never do.
+                let digits = &self.bytes[digits_start..self.pos];
+                for (i, digit) in digits.iter().enumerate() {
+                    let digit = u64::from(digit - b'0');
+                    if i < 19 {
+                        magnitude = magnitude * 10 + digit;
+                    } else {
+                        match magnitude.checked_mul(10).and_then(|m| m.checked_add(digit)) {
+                            Some(larger) if !too_large => magnitude = larger,
+                            _ => too_large = true,
+                        }
                     }
                 }
             }
