@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use ureq::Agent;
 use ureq::config::Config as AgentConfig;
-use ureq::http::Uri;
+use ureq::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use ureq::http::{HeaderValue, Uri};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
@@ -39,6 +40,8 @@ pub struct Client {
     agent: Agent,
     resolved: Arc<ResolveCache>,
     url: ServiceUrl,
+    /// Parsed once: every request of a batch job goes to it.
+    uri: Option<Uri>,
     retry_deadline: Duration,
     max_response_bytes: u64,
     retries: AtomicU64,
@@ -86,6 +89,7 @@ impl Client {
             agent,
             resolved,
             url: config.service.clone(),
+            uri: Uri::try_from(config.service.as_request_url()).ok(),
             retry_deadline: config.retry_deadline,
             max_response_bytes: config.max_response_bytes,
             retries: AtomicU64::new(0),
@@ -140,17 +144,22 @@ impl Client {
     }
 
     fn attempt(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Failure> {
-        let mut response = self
-            .agent
-            .post(self.url.as_request_url())
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
+        // Header names and values as constants, checked at compile time
+        // rather than parsed and checked on every request.
+        const JSON: HeaderValue = HeaderValue::from_static("application/json");
+        let request = match &self.uri {
+            Some(uri) => self.agent.post(uri.clone()),
+            None => self.agent.post(self.url.as_request_url()),
+        };
+        let mut response = request
+            .header(CONTENT_TYPE, JSON)
+            .header(ACCEPT, JSON)
             .send(body)
             .map_err(|e| self.classify(e))?;
         let status = response.status().as_u16();
         let declared = response
             .headers()
-            .get("content-length")
+            .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
         if declared.is_some_and(|length| length > self.max_response_bytes) {
             return Err(self.classify(ureq::Error::BodyExceedsLimit(self.max_response_bytes)));
@@ -158,7 +167,7 @@ impl Client {
         let location = (300..=399).contains(&status).then(|| {
             response
                 .headers()
-                .get("location")
+                .get(LOCATION)
                 .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         });
         let reader = response

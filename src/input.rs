@@ -70,77 +70,94 @@ impl Rows {
             }
             Source::Lines(reader) => reader,
         };
+        // Whole runs of lines are copied from the reader's buffer at once;
+        // each row is then a range of the batch's buffer.
+        let mut line_start = batch.buffer().len();
+        let mut classes = 0;
         while batch.len() < size {
-            let index = self.next_index;
-            let (read, classes) =
-                read_line(reader.as_mut(), batch.unfinished_row()).map_err(|cause| Error::Io {
-                    what: format!("reading input line {}", index + 1),
-                    cause,
-                })?;
-            if read == 0 {
-                break;
-            }
-            self.next_index += 1;
-            if !self.shard.owns(index) {
-                batch.discard_unfinished();
-                continue;
-            }
-            let line = batch.unfinished_row();
-            // `read` bytes of the buffer are this line's.
-            if line.ends_with(b"\n") {
-                line.pop();
-                if read >= 2 && line.ends_with(b"\r") {
-                    line.pop();
-                }
-            }
-            let text = batch.unfinished_text();
-            if classes & rows::NON_ASCII != 0 {
-                if let Err(e) = std::str::from_utf8(text) {
-                    return Err(Error::InputData {
-                        line: index + 1,
-                        problem: format!(
-                            "not valid UTF-8 (at byte {} of the line, row index {index})",
-                            e.valid_up_to()
-                        ),
+            let available = match reader.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(cause) => {
+                    return Err(Error::Io {
+                        what: format!("reading input line {}", self.next_index + 1),
+                        cause,
                     });
                 }
+            };
+            let base = batch.buffer().len();
+            if available.is_empty() {
+                // The last line, without a newline.
+                let first_new = batch.len();
+                if base > line_start {
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    if self.shard.owns(index) {
+                        batch.add_row(index, line_start, base, classes & rows::ESCAPE != 0);
+                    }
+                }
+                check_rows(batch, first_new, self.format)?;
+                break;
             }
-            if self.format == InputFormat::Jsonl {
-                rows::check_columns(text).map_err(|problem| Error::InputData {
-                    line: index + 1,
-                    problem: format!("the line {problem}"),
-                })?;
+            let first_new = batch.len();
+            let mut used = 0;
+            while batch.len() < size && used < available.len() {
+                let (length, found) = rows::scan_line(&available[used..]);
+                used += length;
+                classes |= found;
+                if found & rows::NEWLINE == 0 {
+                    break;
+                }
+                let index = self.next_index;
+                self.next_index += 1;
+                if self.shard.owns(index) {
+                    let mut end = base + used - 1;
+                    // A \r before the newline, in this chunk or the last.
+                    let before = match used {
+                        2.. => available.get(used - 2),
+                        _ => batch.buffer().get(end.wrapping_sub(1)),
+                    };
+                    if end > line_start && before == Some(&b'\r') {
+                        end -= 1;
+                    }
+                    batch.add_row(index, line_start, end, classes & rows::ESCAPE != 0);
+                }
+                line_start = base + used;
+                classes = 0;
             }
-            batch.end_row(index, classes & rows::ESCAPE != 0);
+            batch.buffer().extend_from_slice(&available[..used]);
+            reader.consume(used);
+            check_rows(batch, first_new, self.format)?;
         }
+        // The loop stops only at the end of a line or of the input, so no
+        // row is split between batches.
         Ok(())
     }
 }
 
-/// Appends the next line to `out`, newline included; how many bytes, and
-/// the classes (`rows::CLASS`) of its bytes, found in the same one pass.
-fn read_line(reader: &mut dyn BufRead, out: &mut Vec<u8>) -> std::io::Result<(usize, u8)> {
-    let mut read = 0;
-    let mut classes = 0;
-    loop {
-        let available = match reader.fill_buf() {
-            Ok(available) => available,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok((read, classes));
+/// Checks the rows from `first` on: UTF-8, and with Jsonl, JSON arrays.
+fn check_rows(batch: &Batch, first: usize, format: InputFormat) -> Result<(), Error> {
+    for i in first..batch.len() {
+        let (index, text) = batch.row(i);
+        if !text.is_ascii() {
+            if let Err(e) = std::str::from_utf8(text) {
+                return Err(Error::InputData {
+                    line: index + 1,
+                    problem: format!(
+                        "not valid UTF-8 (at byte {} of the line, row index {index})",
+                        e.valid_up_to()
+                    ),
+                });
+            }
         }
-        let (used, found) = rows::scan_line(available);
-        classes |= found;
-        let ended = found & rows::NEWLINE != 0;
-        out.extend_from_slice(&available[..used]);
-        reader.consume(used);
-        read += used;
-        if ended {
-            return Ok((read, classes));
+        if format == InputFormat::Jsonl {
+            rows::check_columns(text).map_err(|problem| Error::InputData {
+                line: index + 1,
+                problem: format!("the line {problem}"),
+            })?;
         }
     }
+    Ok(())
 }
 
 /// Stage unloads and PUT compress with gzip unless told not to, and this
@@ -186,4 +203,71 @@ pub fn count_rows(input: &Input, shard: Shard) -> Option<u64> {
         }
     };
     Some((lines + shard.count - 1 - shard.index) / shard.count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows read from `bytes` through a reader buffer of `capacity`
+    /// bytes, in batches of `size`: lines and their `\r\n` ends straddle
+    /// the buffer's refills at every offset.
+    fn read(bytes: &[u8], capacity: usize, size: usize, shard: Shard) -> Vec<(u64, String)> {
+        let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(bytes.to_vec()));
+        let mut rows = Rows {
+            source: Source::Lines(Box::new(reader)),
+            format: InputFormat::Lines,
+            shard,
+            next_index: 0,
+        };
+        let mut batch = Batch::new(InputFormat::Lines);
+        let mut all = Vec::new();
+        loop {
+            rows.next_batch(&mut batch, size).unwrap();
+            if batch.is_empty() {
+                return all;
+            }
+            assert!(batch.len() <= size);
+            for i in 0..batch.len() {
+                let (index, text) = batch.row(i);
+                all.push((index, String::from_utf8(text.to_vec()).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn lines_are_rows_whatever_the_buffer_size() {
+        let input = b"a\r\n\nb\r\r\n\"q\"\n\xc3\xa9t\xc3\xa9\r\nlast\r";
+        let expected = ["a", "", "b\r", "\"q\"", "\u{e9}t\u{e9}", "last\r"];
+        let all = Shard { index: 0, count: 1 };
+        for capacity in 1..12 {
+            for size in [1, 2, 100] {
+                let rows = read(input, capacity, size, all);
+                let texts: Vec<&str> = rows.iter().map(|(_, t)| t.as_str()).collect();
+                assert_eq!(texts, expected, "capacity {capacity}, size {size}");
+                let indices: Vec<u64> = rows.iter().map(|(i, _)| *i).collect();
+                assert_eq!(indices, [0, 1, 2, 3, 4, 5]);
+            }
+            let second = read(input, capacity, 2, Shard { index: 1, count: 2 });
+            assert_eq!(
+                second,
+                [
+                    (1, String::new()),
+                    (3, "\"q\"".to_owned()),
+                    (5, "last\r".to_owned())
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn newlines_are_counted_eight_bytes_at_a_time() {
+        for length in 0..40 {
+            let text: Vec<u8> = (0..length)
+                .map(|i| if i % 3 == 0 { b'\n' } else { b'x' })
+                .collect();
+            let expected = text.iter().filter(|&&b| b == b'\n').count() as u64;
+            assert_eq!(rows::count_newlines(&text), expected);
+        }
+    }
 }

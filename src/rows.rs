@@ -42,20 +42,22 @@ pub enum InputFormat {
     Jsonl,
 }
 
-/// The rows of one request: their indices, and their input lines one after
-/// another in one buffer, so that a row costs no allocation of its own.
+/// The rows of one request: their indices, and their text in one buffer
+/// (input read in bulk, newlines and all), so that a row costs no
+/// allocation of its own.
 #[derive(Debug)]
 pub struct Batch {
     format: InputFormat,
     indices: Vec<u64>,
     text: Vec<u8>,
-    ends: Vec<RowEnd>,
+    rows: Vec<RowText>,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct RowEnd {
+struct RowText {
+    start: usize,
     end: usize,
-    /// Whether the line has a byte a JSON string must escape.
+    /// Whether the text has a byte a JSON string must escape.
     escapes: bool,
 }
 
@@ -65,14 +67,14 @@ impl Batch {
             format,
             indices: Vec::new(),
             text: Vec::new(),
-            ends: Vec::new(),
+            rows: Vec::new(),
         }
     }
 
     pub fn clear(&mut self) {
         self.indices.clear();
         self.text.clear();
-        self.ends.clear();
+        self.rows.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -88,51 +90,41 @@ impl Batch {
         &self.indices
     }
 
-    fn start_of(&self, i: usize) -> usize {
-        match i {
-            0 => 0,
-            _ => self.ends[i - 1].end,
-        }
-    }
-
-    /// Row `i`'s input line: checked UTF-8, and with `Jsonl` a checked array.
+    /// Row `i`'s text: checked UTF-8, and with `Jsonl` a checked array.
     pub fn text(&self, i: usize) -> &[u8] {
-        &self.text[self.start_of(i)..self.ends[i].end]
+        let row = self.rows[i];
+        &self.text[row.start..row.end]
     }
 
-    /// Where the next row's line is appended, before `end_row`.
-    pub fn unfinished_row(&mut self) -> &mut Vec<u8> {
+    /// The buffer rows' text is read into.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.text
     }
 
-    /// The bytes past the last row's end.
-    pub fn unfinished_text(&self) -> &[u8] {
-        &self.text[self.start_of(self.len())..]
-    }
-
-    /// Makes the bytes appended since the last row the row with `index`;
-    /// `escapes` false promises that none of them needs a JSON escape.
-    pub fn end_row(&mut self, index: u64, escapes: bool) {
+    /// Makes `buffer()[start..end]` the row with `index`; `escapes` false
+    /// promises that no byte of it needs a JSON escape.
+    pub fn add_row(&mut self, index: u64, start: usize, end: usize, escapes: bool) {
         self.indices.push(index);
-        self.ends.push(RowEnd {
-            end: self.text.len(),
+        self.rows.push(RowText {
+            start,
+            end,
             escapes,
         });
     }
 
-    /// Drops the bytes appended since the last row.
-    pub fn discard_unfinished(&mut self) {
-        self.text.truncate(self.start_of(self.len()));
+    /// Row `i`'s index and text.
+    pub fn row(&self, i: usize) -> (u64, &[u8]) {
+        (self.indices[i], self.text(i))
     }
 
     /// Appends a whole row.
     pub fn push(&mut self, index: u64, text: &str) {
-        self.discard_unfinished();
+        let start = self.text.len();
         self.text.extend_from_slice(text.as_bytes());
         let escapes = text
             .bytes()
             .any(|b| CLASS[usize::from(b)] & (ESCAPE | NEWLINE) != 0);
-        self.end_row(index, escapes);
+        self.add_row(index, start, self.text.len(), escapes);
     }
 }
 
@@ -218,10 +210,8 @@ pub fn encode_request(batch: &Batch, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"data\":[");
     let lines = batch.format == InputFormat::Lines;
     let mut head = RowHead::new(lines);
-    let mut start = 0;
-    for (i, (&index, row)) in batch.indices.iter().zip(&batch.ends).enumerate() {
-        let text = &batch.text[start..row.end];
-        start = row.end;
+    for (i, (&index, row)) in batch.indices.iter().zip(&batch.rows).enumerate() {
+        let text = &batch.text[row.start..row.end];
         if lines {
             out.extend_from_slice(head.next(index, i == 0, true));
             if row.escapes {
