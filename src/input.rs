@@ -93,7 +93,7 @@ impl Rows {
                     let index = self.next_index;
                     self.next_index += 1;
                     if self.shard.owns(index) {
-                        batch.add_row(index, line_start, base, classes & rows::ESCAPE != 0);
+                        batch.add_row(index, line_start, base, classes);
                     }
                 }
                 check_rows(batch, first_new, self.format)?;
@@ -120,7 +120,7 @@ impl Rows {
                     if end > line_start && before == Some(&b'\r') {
                         end -= 1;
                     }
-                    batch.add_row(index, line_start, end, classes & rows::ESCAPE != 0);
+                    batch.add_row(index, line_start, end, classes);
                 }
                 line_start = base + used;
                 classes = 0;
@@ -138,8 +138,11 @@ impl Rows {
 /// Checks the rows from `first` on: UTF-8, and with Jsonl, JSON arrays.
 fn check_rows(batch: &Batch, first: usize, format: InputFormat) -> Result<(), Error> {
     for i in first..batch.len() {
+        if format == InputFormat::Lines && !batch.non_ascii(i) {
+            continue;
+        }
         let (index, text) = batch.row(i);
-        if !text.is_ascii() {
+        if batch.non_ascii(i) {
             if let Err(e) = std::str::from_utf8(text) {
                 return Err(Error::InputData {
                     line: index + 1,

@@ -59,6 +59,8 @@ struct RowText {
     end: usize,
     /// Whether the text has a byte a JSON string must escape.
     escapes: bool,
+    /// Whether the text has a byte that is not ASCII.
+    non_ascii: bool,
 }
 
 impl Batch {
@@ -101,15 +103,23 @@ impl Batch {
         &mut self.text
     }
 
-    /// Makes `buffer()[start..end]` the row with `index`; `escapes` false
-    /// promises that no byte of it needs a JSON escape.
-    pub fn add_row(&mut self, index: u64, start: usize, end: usize, escapes: bool) {
+    /// Makes `buffer()[start..end]` the row with `index`, its bytes of the
+    /// `classes` (`CLASS`) given: without ESCAPE no byte needs a JSON
+    /// escape (a line's own ending newline is not part of it), without
+    /// NON_ASCII all are ASCII.
+    pub fn add_row(&mut self, index: u64, start: usize, end: usize, classes: u8) {
         self.indices.push(index);
         self.rows.push(RowText {
             start,
             end,
-            escapes,
+            escapes: classes & ESCAPE != 0,
+            non_ascii: classes & NON_ASCII != 0,
         });
+    }
+
+    /// Whether row `i` may hold bytes that are not ASCII.
+    pub fn non_ascii(&self, i: usize) -> bool {
+        self.rows[i].non_ascii
     }
 
     /// Row `i`'s index and text.
@@ -121,10 +131,13 @@ impl Batch {
     pub fn push(&mut self, index: u64, text: &str) {
         let start = self.text.len();
         self.text.extend_from_slice(text.as_bytes());
-        let escapes = text
-            .bytes()
-            .any(|b| CLASS[usize::from(b)] & (ESCAPE | NEWLINE) != 0);
-        self.add_row(index, start, self.text.len(), escapes);
+        let classes = text.bytes().fold(0, |all, b| all | CLASS[usize::from(b)]);
+        // Here a newline is text, and a JSON string escapes it.
+        let classes = match classes & NEWLINE {
+            0 => classes,
+            _ => classes | ESCAPE,
+        };
+        self.add_row(index, start, self.text.len(), classes);
     }
 }
 
