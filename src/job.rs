@@ -139,6 +139,9 @@ struct QueueState<T> {
     /// Threads that may still push; a pop on an empty queue with none left
     /// returns None instead of waiting for ever.
     producers: usize,
+    /// Threads waiting in `pop`: with none, a push wakes nobody, and saves
+    /// the futex system call std's notify makes even then.
+    waiting: usize,
 }
 
 impl<T> Queue<T> {
@@ -147,6 +150,7 @@ impl<T> Queue<T> {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 producers,
+                waiting: 0,
             }),
             changed: Condvar::new(),
         }
@@ -159,8 +163,13 @@ impl<T> Queue<T> {
     }
 
     fn push(&self, item: T) {
-        self.lock().items.push_back(item);
-        self.changed.notify_one();
+        let mut state = self.lock();
+        state.items.push_back(item);
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.changed.notify_one();
+        }
     }
 
     fn pop(&self) -> Option<T> {
@@ -172,7 +181,9 @@ impl<T> Queue<T> {
             if state.producers == 0 {
                 return None;
             }
+            state.waiting += 1;
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting -= 1;
         }
     }
 
