@@ -425,9 +425,26 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
 /// Appends the inside of a JSON string holding UTF-8 `text`, escaped as
 /// miniserde escapes: runs that need no escape are copied whole.
 fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    use json::swar;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut start = 0;
-    for (i, &byte) in text.iter().enumerate() {
+    let mut at = 0;
+    loop {
+        // The next byte to escape, eight bytes at a time while it can.
+        while let Some(word) = swar::word(text, at) {
+            let stops = swar::string_stops(word);
+            if stops != 0 {
+                at += swar::first(stops);
+                break;
+            }
+            at += 8;
+        }
+        while at < text.len() && !matches!(text[at], 0..0x20 | b'"' | b'\\') {
+            at += 1;
+        }
+        let Some(&byte) = text.get(at) else {
+            break;
+        };
         let escape: &[u8] = match byte {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -436,7 +453,7 @@ fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
             b'\r' => b"\\r",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..0x20 => &[
+            _ => &[
                 b'\\',
                 b'u',
                 b'0',
@@ -444,11 +461,11 @@ fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
                 HEX[usize::from(byte >> 4)],
                 HEX[usize::from(byte & 0xf)],
             ],
-            _ => continue,
         };
-        out.extend_from_slice(&text[start..i]);
+        out.extend_from_slice(&text[start..at]);
         out.extend_from_slice(escape);
-        start = i + 1;
+        at += 1;
+        start = at;
     }
     out.extend_from_slice(&text[start..]);
 }

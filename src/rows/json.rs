@@ -122,7 +122,9 @@ pub mod swar {
     /// Bytes a JSON string cannot hold as they are: controls, `"`, `\`.
     #[inline(always)]
     pub fn string_stops(word: u64) -> u64 {
-        below(word, 0x20) | equal(word, b'"') | equal(word, b'\\')
+        // One test for two: flipping bit 1 keeps the controls below 0x20
+        // and moves `"` (0x22) to 0x20, while no other byte lands below 0x21.
+        below(word ^ (ONES * 0x02), 0x21) | equal(word, b'\\')
     }
 
     /// Which byte the lowest match is.
@@ -730,6 +732,19 @@ mod tests {
         assert_eq!(scan(&over), Err(Fault::TooDeep));
         assert!(nesting_exceeds(over.as_bytes(), 128));
         assert!(!nesting_exceeds(at_limit.as_bytes(), 128));
+    }
+
+    #[test]
+    fn string_stops_are_exactly_controls_quotes_and_backslashes() {
+        for byte in 0..=255u8 {
+            let word = u64::from_le_bytes([b'a', byte, b'a', b'a', b'a', b'a', b'a', byte]);
+            let expected = byte < 0x20 || byte == b'"' || byte == b'\\';
+            let stops = swar::string_stops(word);
+            assert_eq!(stops != 0, expected, "{byte:#x}");
+            if expected {
+                assert_eq!(swar::first(stops), 1, "{byte:#x}");
+            }
+        }
     }
 
     #[test]
