@@ -1,6 +1,7 @@
 //! The Snowflake service-function row format, `{"data": [[index, value], ...]}`:
-//! encoding a request, checking a reply, and writing output lines. Pure
-//! functions over reusable buffers, no I/O.
+//! encoding a request, checking a reply, and writing output lines, over
+//! buffers reused from batch to batch. No I/O of its own: a reply body is
+//! read from whatever reader the client hands over.
 //!
 //! What a reply must be: a JSON object with one `data` key, holding exactly one
 //! row for each row sent, in any order. A row is an array of at least two
