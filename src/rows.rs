@@ -805,6 +805,23 @@ fn scan_data(
         if scanner.peek() == Some(b'[') {
             let start = scanner.position();
             let row = match scanner.plain_row() {
+                // The common case, answered in the order sent: placed at once.
+                Some((index, value))
+                    if problem.is_none()
+                        && sent.get(position) == Some(&index)
+                        && values[position].is_none() =>
+                {
+                    values[position] = Some(Span {
+                        start: value.start,
+                        end: value.end,
+                        compact: true,
+                    });
+                    plain &= start == previous_end + 1;
+                    previous_end = scanner.position();
+                    position += 1;
+                    more = scanner.more(b']')?;
+                    continue;
+                }
                 Some((index, value)) => Row {
                     start,
                     end: scanner.position(),
