@@ -13,8 +13,8 @@
 //! Replies are checked by a scanner (`json`) that builds no tree: each reply
 //! value stays a byte range of the body. An output line copies those bytes
 //! when they are already what miniserde prints for the value (compact, keys
-//! sorted, its escapes), which echo services written with miniserde, serde or
-//! Python's json module send; any other value is re-encoded through
+//! sorted, its escapes), as miniserde, serde or Python's json.dumps with
+//! ensure_ascii=False write it; any other value is re-encoded through
 //! miniserde. So OUTPUT_FILE is byte for byte what a decode-and-print gives,
 //! however the service spaces or escapes its JSON.
 
