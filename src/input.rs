@@ -100,11 +100,13 @@ impl Rows {
                 break;
             }
             let first_new = batch.len();
+            let mut seen = 0;
             let mut used = 0;
             while batch.len() < size && used < available.len() {
                 let (length, found) = rows::scan_line(&available[used..]);
                 used += length;
                 classes |= found;
+                seen |= classes;
                 if found & rows::NEWLINE == 0 {
                     break;
                 }
@@ -127,7 +129,10 @@ impl Rows {
             }
             batch.buffer().extend_from_slice(&available[..used]);
             reader.consume(used);
-            check_rows(batch, first_new, self.format)?;
+            // Lines of plain ASCII need no check at all.
+            if seen & rows::NON_ASCII != 0 || self.format == InputFormat::Jsonl {
+                check_rows(batch, first_new, self.format)?;
+            }
         }
         // The loop stops only at the end of a line or of the input, so no
         // row is split between batches.
@@ -259,6 +264,32 @@ mod tests {
                     (3, "\"q\"".to_owned()),
                     (5, "last\r".to_owned())
                 ]
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_found_wherever_the_buffer_splits_the_line() {
+        let input = b"fine\nstill fine here\nbad \xff byte after a while\nok\n";
+        for capacity in 1..40 {
+            let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.to_vec()));
+            let mut rows = Rows {
+                source: Source::Lines(Box::new(reader)),
+                format: InputFormat::Lines,
+                shard: Shard { index: 0, count: 1 },
+                next_index: 0,
+            };
+            let mut batch = Batch::new(InputFormat::Lines);
+            let error = loop {
+                match rows.next_batch(&mut batch, 100) {
+                    Ok(()) if batch.is_empty() => panic!("capacity {capacity}: no error"),
+                    Ok(()) => {}
+                    Err(error) => break error.to_string(),
+                }
+            };
+            assert!(
+                error.contains("line 3: not valid UTF-8 (at byte 4"),
+                "capacity {capacity}: {error}"
             );
         }
     }
