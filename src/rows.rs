@@ -350,6 +350,7 @@ impl RowHead {
 
     /// The bytes before row `index`'s text: `first` leaves out the end of a
     /// previous row, `comma` false leaves out what follows the index.
+    #[inline(always)]
     fn next(&mut self, index: u64, first: bool, comma: bool) -> &[u8] {
         if index != self.index {
             if self.index.checked_add(1) == Some(index) {
