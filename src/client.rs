@@ -6,20 +6,21 @@
 //! which failures to retry.
 
 use std::hash::{BuildHasher, RandomState};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use miniserde::json::Value;
 use ureq::Agent;
+use ureq::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use ureq::http::{HeaderValue, Uri};
 use ureq::unversioned::transport::DefaultConnector;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
 use crate::logging::Seconds;
 use crate::resolve::{CachingResolver, ResolveCache};
-use crate::rows::{self, Row};
+use crate::rows::{self, Reply};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -35,6 +36,8 @@ pub struct Client {
     agent: Agent,
     resolved: Arc<ResolveCache>,
     url: ServiceUrl,
+    /// Parsed once: every request of a batch job goes to it.
+    uri: Option<Uri>,
     retry_deadline: Duration,
     max_response_bytes: u64,
     retries: AtomicU64,
@@ -82,6 +85,7 @@ impl Client {
             agent,
             resolved,
             url: config.service.clone(),
+            uri: Uri::try_from(config.service.as_request_url()).ok(),
             retry_deadline: config.retry_deadline,
             max_response_bytes: config.max_response_bytes,
             retries: AtomicU64::new(0),
@@ -97,16 +101,14 @@ impl Client {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// Sends `batch` (ascending indices) and returns one reply value per row,
-    /// in the same order.
-    pub fn send(&self, batch: &[Row]) -> Result<Vec<Value>, Error> {
-        let body = rows::encode_request(batch);
-        let sent: Vec<u64> = batch.iter().map(|row| row.index).collect();
+    /// POSTs the request `body` for rows with the indices `sent`
+    /// (ascending), and leaves the checked reply in `reply`.
+    pub fn send(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            let cause = match self.attempt(&body, &sent) {
-                Ok(values) => return Ok(values),
+            let cause = match self.attempt(body, sent, reply) {
+                Ok(()) => return Ok(()),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Transient(cause)) => cause,
             };
@@ -137,32 +139,40 @@ impl Client {
         }
     }
 
-    fn attempt(&self, body: &str, sent: &[u64]) -> Result<Vec<Value>, Failure> {
-        let mut response = self
-            .agent
-            .post(self.url.as_request_url())
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
+    fn attempt(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Failure> {
+        // Header names and values as constants, checked at compile time
+        // rather than parsed and checked on every request.
+        const JSON: HeaderValue = HeaderValue::from_static("application/json");
+        let request = match &self.uri {
+            Some(uri) => self.agent.post(uri.clone()),
+            None => self.agent.post(self.url.as_request_url()),
+        };
+        let mut response = request
+            .header(CONTENT_TYPE, JSON)
+            .header(ACCEPT, JSON)
             .send(body)
             .map_err(|e| self.classify(e))?;
         let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let declared = response
             .headers()
-            .get("content-length")
+            .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
         if declared.is_some_and(|length| length > self.max_response_bytes) {
             return Err(self.classify(ureq::Error::BodyExceedsLimit(self.max_response_bytes)));
         }
+        let location = (300..=399).contains(&status).then(|| {
+            response
+                .headers()
+                .get(LOCATION)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        });
         let reader = response
             .body_mut()
             .with_config()
             .limit(self.max_response_bytes)
             .reader();
-        let body = read_body(reader, declared, self.max_response_bytes)
+        reply
+            .read_body(reader, declared, self.max_response_bytes)
             .map_err(|e| self.classify(e.into()))?;
 
         if TRANSIENT_STATUSES.contains(&status) {
@@ -171,7 +181,7 @@ impl Client {
         // What the service says goes into the ERROR line, and a service or
         // proxy may echo the request's Authorization header or URL back: so
         // the password is taken out first, before any cut to 200 bytes.
-        let shown = self.url.redact(&body);
+        // Only on this error path: a good reply is never searched.
         let protocol = |problem: String| {
             Failure::Fatal(Error::protocol(
                 &self.url.to_string(),
@@ -179,14 +189,19 @@ impl Client {
             ))
         };
         match status {
-            200..=299 => rows::decode_reply_showing(&body, &shown, sent).map_err(protocol),
+            200..=299 => reply
+                .decode(sent)
+                .map_err(|problem| protocol(problem.describe(&self.url.redact(reply.body())))),
             300..=399 => Err(protocol(format!(
                 "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
-                location.as_deref().unwrap_or("(no Location header)")
+                location
+                    .flatten()
+                    .as_deref()
+                    .unwrap_or("(no Location header)")
             ))),
             _ => Err(protocol(format!(
                 "HTTP {status}: {}",
-                rows::preview(&shown)
+                rows::preview(&self.url.redact(reply.body()))
             ))),
         }
     }
@@ -232,30 +247,6 @@ impl Client {
             )),
             other => Failure::Fatal(Error::protocol(&self.url.to_string(), other.to_string())),
         }
-    }
-}
-
-/// Reads a reply body of at most `limit` bytes without doubling its buffer:
-/// a copy on each doubling would make peak memory about twice the limit.
-/// Past the first 64 KiB the buffer jumps once to the limit; pages it never
-/// writes cost no memory.
-fn read_body(mut reader: impl Read, declared: Option<u64>, limit: u64) -> std::io::Result<Vec<u8>> {
-    const FIRST: u64 = 64 * 1024;
-    let first = declared.unwrap_or(FIRST).min(limit);
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut body = Vec::with_capacity(usize::try_from(first).unwrap_or(limit));
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let read = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(body),
-            Ok(read) => read,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if body.len() + read > body.capacity() {
-            body.reserve_exact(limit.saturating_add(1).saturating_sub(body.len()).max(read));
-        }
-        body.extend_from_slice(&chunk[..read]);
     }
 }
 

@@ -15,6 +15,7 @@ use base64::prelude::BASE64_STANDARD;
 use percent_encoding::percent_decode_str;
 
 use crate::error::Error;
+use crate::rows::InputFormat;
 
 /// One line of `--help` per variable: name, default, meaning.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
@@ -32,6 +33,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "INPUT_FILE",
         "(unset)",
         "UTF-8 file with one row per line; - reads stdin",
+    ),
+    (
+        "INPUT_FORMAT",
+        "lines",
+        "lines: each line is one string column; jsonl: each line is a JSON array of columns",
     ),
     (
         "OUTPUT_FILE",
@@ -101,6 +107,7 @@ const MAX_CONCURRENCY: usize = 256;
 pub struct Config {
     pub service: ServiceUrl,
     pub input: Input,
+    pub input_format: InputFormat,
     pub output: Option<PathBuf>,
     pub batch_size: usize,
     pub concurrency: usize,
@@ -276,9 +283,24 @@ impl Config {
             }
         };
 
+        let input_format = match get("INPUT_FORMAT")?.as_deref().map(str::trim) {
+            None | Some("lines") => InputFormat::Lines,
+            Some("jsonl") => InputFormat::Jsonl,
+            Some(other) => {
+                return Err(Error::config(
+                    "INPUT_FORMAT",
+                    format!(
+                        "is {other:?}; expected lines (one string column per line) or jsonl \
+                         (one JSON array of column values per line)"
+                    ),
+                ));
+            }
+        };
+
         Ok(Config {
             service,
             input,
+            input_format,
             output,
             batch_size: count("BATCH_SIZE", 100, MAX_BATCH_SIZE)?,
             concurrency: count("CONCURRENCY", 1, MAX_CONCURRENCY)?,
@@ -509,6 +531,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.service.to_string(), "http://localhost:8080/echo");
         assert_eq!(c.input, Input::Single("Hello".into()));
+        assert_eq!(c.input_format, InputFormat::Lines);
         assert_eq!(c.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.retry_deadline, Duration::from_secs(60));
@@ -614,6 +637,19 @@ mod tests {
                 .contains("must be 0 to 1")
         );
         assert!(config_error(&[("SNOWFLAKE_JOB_INDEX", "x")]).contains("not a whole number"));
+    }
+
+    #[test]
+    fn input_formats() {
+        let format = |value| config(&[("INPUT_FORMAT", value)]).map(|c| c.input_format);
+        assert_eq!(format("lines").unwrap(), InputFormat::Lines);
+        assert_eq!(format("jsonl").unwrap(), InputFormat::Jsonl);
+        assert_eq!(format(" jsonl ").unwrap(), InputFormat::Jsonl);
+        let error = config_error(&[("INPUT_FORMAT", "csv")]);
+        assert!(
+            error.contains("INPUT_FORMAT: is \"csv\"; expected lines"),
+            "{error}"
+        );
     }
 
     #[test]

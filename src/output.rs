@@ -44,9 +44,9 @@ impl AtomicFile {
         })
     }
 
-    pub fn write(&mut self, text: &str) -> Result<(), Error> {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let result = match &mut self.writer {
-            Some(writer) => writer.write_all(text.as_bytes()),
+            Some(writer) => writer.write_all(bytes),
             None => Ok(()),
         };
         result.map_err(|cause| self.io_error(cause))

@@ -391,3 +391,132 @@ fn output_is_copied_into_place_where_rename_fails() {
         "the temporary file is removed"
     );
 }
+
+/// A service that answers each row `[i, v1, v2, ...]` with `[i, [v1, v2, ...]]`:
+/// the columns as it received them, re-encoded.
+fn columns_echo() -> Server {
+    serve(|request, _| {
+        let body = std::str::from_utf8(&request.body).expect("UTF-8");
+        let Ok(miniserde::json::Value::Object(object)) = miniserde::json::from_str(body) else {
+            return Reply::json(400, "not an object");
+        };
+        let Some(miniserde::json::Value::Array(rows)) = object.get("data") else {
+            return Reply::json(400, "no data");
+        };
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|row| match row {
+                miniserde::json::Value::Array(row) => {
+                    let columns = miniserde::json::Value::Array(row[1..].iter().cloned().collect());
+                    format!(
+                        "[{},{}]",
+                        miniserde::json::to_string(&row[0]),
+                        miniserde::json::to_string(&columns)
+                    )
+                }
+                other => format!("[-1,{}]", miniserde::json::to_string(other)),
+            })
+            .collect();
+        Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
+    })
+}
+
+#[test]
+fn jsonl_rows_send_their_columns_as_they_are() {
+    let server = columns_echo();
+    let dir = temp_dir("jsonl");
+    // What COPY INTO @stage FROM (SELECT ARRAY_CONSTRUCT(a, b) ...)
+    // FILE_FORMAT = (TYPE = JSON) unloads: one array per line.
+    let input = write_input(
+        &dir,
+        "[\"a\",1]\n[ \"b\" , 2.5 ]\r\n[null,{\"k\":[true,\"\\u00e9\"]}]\n[]\n[\"only\"]\n"
+            .as_bytes(),
+    );
+    let output = dir.join("out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("INPUT_FORMAT", "jsonl")
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "2")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let bodies: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).expect("UTF-8"))
+        .collect();
+    // Values go out as written, white space inside a line included.
+    assert_eq!(
+        bodies,
+        [
+            "{\"data\":[[0,\"a\",1],[1,\"b\" , 2.5]]}",
+            "{\"data\":[[2,null,{\"k\":[true,\"\\u00e9\"]}],[3]]}",
+            "{\"data\":[[4,\"only\"]]}",
+        ]
+    );
+    assert_eq!(
+        read_output(&output),
+        [
+            "[0,[\"a\",1]]",
+            "[1,[\"b\",2.5]]",
+            "[2,[null,{\"k\":[true,\"é\"]}]]",
+            "[3,[]]",
+            "[4,[\"only\"]]",
+        ]
+    );
+}
+
+#[test]
+fn a_jsonl_line_that_is_not_an_array_is_a_data_error_naming_it() {
+    let server = columns_echo();
+    for (line, cause) in [
+        (
+            "\"just a string\"",
+            "line 2: the line is a string, not an array",
+        ),
+        ("[1,", "line 2: the line is not valid JSON"),
+        ("", "line 2: the line is not valid JSON"),
+        ("{\"a\":1}", "line 2: the line is an object, not an array"),
+    ] {
+        let dir = temp_dir("jsonl-bad");
+        let input = write_input(&dir, format!("[1]\n{line}\n[3]\n").as_bytes());
+        let outcome = job(&server.url())
+            .env("INPUT_FILE", &input)
+            .env("INPUT_FORMAT", "jsonl")
+            .env("OUTPUT_FILE", dir.join("out.jsonl"))
+            .run();
+        outcome.assert_fails(65, cause);
+        assert!(outcome.error().contains("INPUT_FORMAT=jsonl"), "{outcome}");
+        assert_eq!(files_in(&dir), ["input.txt"], "no output for {line:?}");
+    }
+    job(&server.url())
+        .env("INPUT_FORMAT", "csv")
+        .run()
+        .assert_fails(64, "INPUT_FORMAT");
+}
+
+#[test]
+fn gzip_input_is_refused_with_the_fix_named() {
+    let server = columns_echo();
+    let dir = temp_dir("gzip");
+    // The first bytes of `gzip` output: magic, deflate, flags, mtime...
+    let gzipped = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03+\xca/W0\xe4\x02\x00";
+    let input = write_input(&dir, gzipped);
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("out.jsonl"))
+        .run();
+    outcome.assert_fails(65, "gzip-compressed");
+    for fix in ["COMPRESSION = NONE", "AUTO_COMPRESS = FALSE"] {
+        assert!(outcome.error().contains(fix), "{outcome}");
+    }
+    assert!(!outcome.error().contains("UTF-8"), "{outcome}");
+    assert_eq!(files_in(&dir), ["input.txt"]);
+    // The same through stdin, and with jsonl.
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", "-")
+        .env("INPUT_FORMAT", "jsonl")
+        .stdin_bytes(gzipped.to_vec());
+    outcome.assert_fails(65, "gzip-compressed");
+    assert!(server.requests().is_empty(), "nothing is sent");
+}

@@ -121,3 +121,36 @@ fn batches_and_unicode_go_through_flask() {
         .collect();
     assert_eq!(written.lines().collect::<Vec<_>>(), expected);
 }
+
+/// A service function with two arguments, fed a file as
+/// `COPY INTO @stage FROM (SELECT ARRAY_CONSTRUCT(a, b) ...)` unloads it.
+#[test]
+fn two_columns_go_through_flask_with_jsonl() {
+    let Some(peer) = start_flask("I") else { return };
+    let url = peer.url.replace("/echo", "/concat");
+    let dir = temp_dir("flask-jsonl");
+    let input = dir.join("in.jsonl");
+    std::fs::write(
+        &input,
+        "[\"Hello, \",\"Bob\"]\n[\"日本\",\"語 🦀\"]\n[\"n=\",42]\n[\"quote \\\" \",null]\n",
+    )
+    .expect("write input");
+    let output = dir.join("out.jsonl");
+    let outcome = job(&url)
+        .env("INPUT_FILE", &input)
+        .env("INPUT_FORMAT", "jsonl")
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "3")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let written = std::fs::read_to_string(&output).expect("output");
+    assert_eq!(
+        written.lines().collect::<Vec<_>>(),
+        [
+            "[0,\"Hello, Bob\"]",
+            "[1,\"日本語 🦀\"]",
+            "[2,\"n=42\"]",
+            "[3,\"quote \\\" null\"]",
+        ]
+    );
+}

@@ -9,6 +9,9 @@ Contract:
     {"data": [[i, "<CHARACTER_NAME> said <text>"], ...]} (application/json).
     A string text is used verbatim, any other JSON value as compact JSON.
     A body whose "data" is missing, null or empty gets {}.
+  * POST /concat takes two-column rows {"data": [[i, a, b], ...]} and
+    answers {"data": [[i, "<a><b>"], ...]}, each column as /echo shows a
+    value: a service function with two arguments.
   * GET /healthcheck answers "I'm ready!".
   * Bad requests get 400 with a short message, unknown paths 404.
 
@@ -62,12 +65,14 @@ def _bad(message):
     return Response(message, status=400, content_type="text/plain; charset=utf-8")
 
 
-def _said(value):
+def _text(value):
     if isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return f"{CHARACTER_NAME} said {text}"
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _said(value):
+    return f"{CHARACTER_NAME} said {_text(value)}"
 
 
 @app.errorhandler(404)
@@ -88,8 +93,8 @@ def healthcheck():
     return Response("I'm ready!", status=200, content_type="text/plain; charset=utf-8")
 
 
-@app.post("/echo")
-def echo():
+def _rows():
+    """The request's rows, or a 400 response."""
     try:
         message = json.loads(
             request.get_data().decode("utf-8"),
@@ -103,15 +108,36 @@ def echo():
     if not isinstance(message, dict):
         return _bad("request body must be a JSON object")
     rows = message.get("data")
-    if rows is None or rows == []:
-        return _json({})
-    if not isinstance(rows, list):
+    if rows is not None and rows != [] and not isinstance(rows, list):
         return _bad('"data" must be an array of rows')
+    return rows or []
+
+
+@app.post("/echo")
+def echo():
+    rows = _rows()
+    if isinstance(rows, Response):
+        return rows
+    if not rows:
+        return _json({})
     output = []
     for row in rows:
         if not isinstance(row, list) or len(row) < 2:
             return _bad("each row must be an array [index, value]")
         output.append([row[0], _said(row[1])])
+    return _json({"data": output})
+
+
+@app.post("/concat")
+def concat():
+    rows = _rows()
+    if isinstance(rows, Response):
+        return rows
+    output = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 3:
+            return _bad("each row must be an array [index, a, b]")
+        output.append([row[0], _text(row[1]) + _text(row[2])])
     return _json({"data": output})
 
 
