@@ -23,6 +23,10 @@ fn main() -> ExitCode {
         return code;
     }
     signals::watch();
+    #[cfg(feature = "panic-trigger")]
+    if let Some(message) = std::env::var_os("S2S_TEST_PANIC") {
+        panic!("{}", message.to_string_lossy());
+    }
     let outcome = logging::init()
         .and_then(|()| config::Config::from_env())
         .and_then(|config| job::run(&config));
