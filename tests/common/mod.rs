@@ -24,7 +24,11 @@ pub fn binary() -> PathBuf {
     match std::env::var_os("S2S_BINARY").filter(|path| !path.is_empty()) {
         Some(path) => {
             let path = PathBuf::from(path);
-            assert!(path.is_file(), "S2S_BINARY={} is not a file", path.display());
+            assert!(
+                path.is_file(),
+                "S2S_BINARY={} is not a file",
+                path.display()
+            );
             path
         }
         None => PathBuf::from(env!("CARGO_BIN_EXE_service-to-service")),
