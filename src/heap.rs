@@ -171,4 +171,149 @@ mod c {
             Err(errno) => errno,
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn errno() -> c_int {
+            // SAFETY: musl's errno location is valid for the calling thread.
+            unsafe { *libc::__errno_location() }
+        }
+
+        fn clear_errno() {
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = 0 };
+        }
+
+        fn is_aligned(block: *mut c_void, align: usize) -> bool {
+            !block.is_null() && block as usize % align == 0
+        }
+
+        #[test]
+        fn malloc_aligns_for_any_type_and_blocks_do_not_overlap() {
+            let blocks: Vec<*mut c_void> = [0, 1, 15, 16, 17, 1000, 300_000]
+                .into_iter()
+                .map(|size| {
+                    let block = malloc(size);
+                    assert!(is_aligned(block, MALLOC_ALIGN), "malloc({size})");
+                    // SAFETY: the block holds `size` bytes.
+                    unsafe { ptr::write_bytes(block.cast::<u8>(), 0xAA, size) };
+                    block
+                })
+                .collect();
+            let mut starts: Vec<usize> = blocks.iter().map(|b| *b as usize).collect();
+            starts.sort_unstable();
+            starts.dedup();
+            assert_eq!(starts.len(), blocks.len(), "malloc(0) must be unique too");
+            for block in blocks {
+                // SAFETY: each block is live and freed once.
+                unsafe { free(block) };
+            }
+        }
+
+        #[test]
+        fn free_and_realloc_take_null() {
+            // SAFETY: NULL is allowed for both.
+            unsafe {
+                free(ptr::null_mut());
+                let block = realloc(ptr::null_mut(), 40);
+                assert!(is_aligned(block, MALLOC_ALIGN));
+                free(block);
+            }
+        }
+
+        #[test]
+        fn realloc_keeps_the_contents_growing_and_shrinking() {
+            let bytes: Vec<u8> = (0..200u8).collect();
+            let block = malloc(bytes.len()).cast::<u8>();
+            // SAFETY: every block below is live and at least as long as
+            // what is copied into or read from it.
+            unsafe {
+                ptr::copy_nonoverlapping(bytes.as_ptr(), block, bytes.len());
+                let grown = realloc(block.cast(), 1 << 20).cast::<u8>();
+                assert!(is_aligned(grown.cast(), MALLOC_ALIGN));
+                assert_eq!(std::slice::from_raw_parts(grown, 200), &bytes[..]);
+                let shrunk = realloc(grown.cast(), 50).cast::<u8>();
+                assert_eq!(std::slice::from_raw_parts(shrunk, 50), &bytes[..50]);
+                free(shrunk.cast());
+            }
+        }
+
+        #[test]
+        fn calloc_zeroes_reused_memory() {
+            for _ in 0..20 {
+                let dirty = malloc(4096);
+                // SAFETY: the block holds 4096 bytes; it is freed once.
+                unsafe {
+                    ptr::write_bytes(dirty.cast::<u8>(), 0xFF, 4096);
+                    free(dirty);
+                }
+                let clean = calloc(64, 64).cast::<u8>();
+                assert!(is_aligned(clean.cast(), MALLOC_ALIGN));
+                // SAFETY: the block holds 64 * 64 bytes; it is freed once.
+                unsafe {
+                    assert!(
+                        std::slice::from_raw_parts(clean, 4096)
+                            .iter()
+                            .all(|b| *b == 0)
+                    );
+                    free(clean.cast());
+                }
+            }
+        }
+
+        #[test]
+        fn impossible_sizes_fail_with_enomem() {
+            clear_errno();
+            assert!(malloc(usize::MAX).is_null());
+            assert_eq!(errno(), libc::ENOMEM);
+            clear_errno();
+            assert!(
+                calloc(usize::MAX / 2, 3).is_null(),
+                "count * size overflows"
+            );
+            assert_eq!(errno(), libc::ENOMEM);
+            let block = malloc(10);
+            clear_errno();
+            // SAFETY: `block` is live; a failed realloc leaves it so.
+            unsafe {
+                assert!(realloc(block, usize::MAX - 8).is_null());
+                assert_eq!(errno(), libc::ENOMEM);
+                free(block);
+            }
+        }
+
+        #[test]
+        fn aligned_allocations_check_their_alignment() {
+            for align in [8, 16, 64, 4096, 1 << 16] {
+                for allocate in [aligned_alloc, memalign] {
+                    let block = allocate(align, 100);
+                    assert!(is_aligned(block, align), "align {align}");
+                    // SAFETY: live, freed once.
+                    unsafe { free(block) };
+                }
+                let mut block = ptr::null_mut();
+                // SAFETY: `block` is valid for writing.
+                assert_eq!(unsafe { posix_memalign(&mut block, align, 100) }, 0);
+                assert!(is_aligned(block, align), "posix_memalign {align}");
+                // SAFETY: live, freed once.
+                unsafe { free(block) };
+            }
+            clear_errno();
+            assert!(aligned_alloc(48, 16).is_null(), "not a power of two");
+            assert_eq!(errno(), libc::EINVAL);
+            clear_errno();
+            assert!(memalign(1 << 62, 16).is_null());
+            assert_eq!(errno(), libc::ENOMEM);
+            let mut block = ptr::null_mut();
+            // SAFETY: `block` is valid for writing.
+            unsafe {
+                assert_eq!(posix_memalign(&mut block, 4, 16), libc::EINVAL);
+                assert_eq!(posix_memalign(&mut block, 24, 16), libc::EINVAL);
+                assert_eq!(posix_memalign(&mut block, 64, usize::MAX), libc::ENOMEM);
+            }
+            assert!(block.is_null(), "a failed posix_memalign wrote its result");
+        }
+    }
 }
