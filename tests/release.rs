@@ -333,18 +333,27 @@ fn shipped_binaries_still_name_their_threads() {
             .accepted
             .recv_timeout(Duration::from_secs(10))
             .expect("the job did not connect");
+        // A thread names itself once it first runs, which on a loaded
+        // machine may come after the job has connected.
         let tasks = PathBuf::from(format!("/proc/{}/task", child.0.id()));
-        let names: BTreeSet<String> = fs::read_dir(&tasks)
-            .expect("read the job's tasks")
-            .flatten()
-            .filter_map(|task| fs::read_to_string(task.path().join("comm")).ok())
-            .map(|name| name.trim_end().to_string())
-            .collect();
-        assert!(
-            names.contains("signals"),
-            "{}: no thread named 'signals' among {names:?}",
-            binary.display()
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let names: BTreeSet<String> = fs::read_dir(&tasks)
+                .expect("read the job's tasks")
+                .flatten()
+                .filter_map(|task| fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim_end().to_string())
+                .collect();
+            if names.contains("signals") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no thread named 'signals' among {names:?}",
+                binary.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = child.0.kill();
     }
 }
