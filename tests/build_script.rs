@@ -81,6 +81,12 @@ fn bad_arguments_fail_in_one_line() {
             vec![],
             "CONTAINER_ENGINE must be docker or podman",
         ),
+        (vec![], vec!["--tag"], "--tag needs a name"),
+        (
+            vec![("SOURCE_DATE_EPOCH", "yesterday")],
+            vec![],
+            "SOURCE_DATE_EPOCH must be a whole number",
+        ),
     ] {
         let out = build_script(dir.path(), &vars, &args);
         assert!(!out.status.success(), "{args:?} {vars:?}");
@@ -99,6 +105,9 @@ fn help_describes_the_tiny_build_and_the_engine_choice() {
     let help = text(&out.stdout);
     for word in [
         "--tiny",
+        "--unstripped",
+        "--tag",
+        "SOURCE_DATE_EPOCH",
         "CONTAINER_ENGINE",
         "Dockerfile.scratch",
         "service_to_service:tiny",

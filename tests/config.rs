@@ -347,7 +347,7 @@ fn the_largest_echo_text_linux_allows_round_trips() {
     );
 
     let too_long = mixed_text(1 << 20);
-    let refused = std::process::Command::new(BINARY)
+    let refused = std::process::Command::new(binary())
         .env_clear()
         .env("SERVICE_URL", server.url())
         .env("ECHO_TEXT", &too_long)

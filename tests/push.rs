@@ -402,6 +402,46 @@ fn push_round_trips_through_a_local_registry() {
     );
     assert_eq!(snow_calls(snow.path()).len(), 2, "--no-login called snow");
 
+    // A rebuild of the same sources: cargo relinks (the binary gets a new
+    // time) and scripts/build makes a new image, but its layer is the same
+    // blob, so the push uploads no layer bytes.
+    let binary = fs::File::options().write(true).open(&build.binary).unwrap();
+    binary.set_modified(std::time::SystemTime::now()).unwrap();
+    let rebuilt = run_with_timeout(
+        &mut Command::new(repo_root().join("scripts/build")),
+        Duration::from_secs(900),
+    );
+    assert_success("scripts/build again", &rebuilt);
+    let out = push(
+        snow.path(),
+        &[("REPOSITORY_URL", &repository_url)],
+        &["--no-login"],
+    );
+    assert_success("push after a rebuild", &out);
+    let third = text(&out.stdout);
+    assert_eq!(
+        bytes_pushed(&third),
+        if docker { Some(0) } else { None },
+        "the push after a rebuild moved layer bytes:\n{third}"
+    );
+    let (status, head, body) = registry
+        .get(
+            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{head}");
+    let manifest: Value = json::from_str(&text(&body)).unwrap();
+    let Value::Array(layers) = object_field(&manifest, "layers") else {
+        panic!("layers is not an array")
+    };
+    assert_eq!(
+        as_str(object_field(&layers[0], "digest")),
+        layer_digest,
+        "the rebuilt image has another layer"
+    );
+    let digest = field(&third, "digest:").to_string();
+
     // Pull it back under the remote name: same manifest digest, same image.
     engine_ok(&engine, &["rmi", &remote]);
     if docker {

@@ -57,7 +57,7 @@ struct Jail {
 impl Jail {
     fn new() -> Jail {
         let root = temp_dir("jail");
-        std::fs::copy(BINARY, root.join("service-to-service")).expect("copy the binary");
+        std::fs::copy(binary(), root.join("service-to-service")).expect("copy the binary");
         let session = root.join("snowflake/session");
         std::fs::create_dir_all(&session).expect("session dir");
         let token = session.join("token");

@@ -17,7 +17,23 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::{self, Number, Value};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_service-to-service");
+/// The binary the suites drive: the one `S2S_BINARY` names, so that
+/// `scripts/test` can run them again against the release and tiny builds
+/// that ship, else the one cargo built for this test run.
+pub fn binary() -> PathBuf {
+    match std::env::var_os("S2S_BINARY").filter(|path| !path.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "S2S_BINARY={} is not a file",
+                path.display()
+            );
+            path
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_service-to-service")),
+    }
+}
 
 /// The job as a process, with a clean environment except what a test sets.
 pub struct Job {
@@ -25,7 +41,7 @@ pub struct Job {
 }
 
 pub fn job(service_url: &str) -> Job {
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary());
     command
         .env_clear()
         .env("SERVICE_URL", service_url)
@@ -44,9 +60,10 @@ pub fn job_with_bind_mount(service_url: &str, source: &Path, target: &Path) -> O
         return None;
     }
     let script = format!(
-        "mount --bind '{}' '{}' && exec '{BINARY}'",
+        "mount --bind '{}' '{}' && exec '{}'",
         source.display(),
-        target.display()
+        target.display(),
+        binary().display()
     );
     let mut command = Command::new("unshare");
     command

@@ -1,0 +1,27 @@
+//! Link options for the release binary that `.cargo/config.toml` cannot
+//! scope: its rustflags reach every artifact, the test harnesses among them,
+//! and those unwind to report a failing test.
+
+use std::env;
+
+fn main() {
+    println!("cargo:rerun-if-changed=release.ld");
+    let release = env::var("PROFILE").is_ok_and(|p| p == "release");
+    let musl = env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "musl");
+    if !(release && musl) {
+        return;
+    }
+    // Only bins (not tests or examples). `cargo test --release` would also
+    // link the binary's own unit tests this way: a failing one there aborts
+    // instead of reporting, since its unwind tables are gone.
+    let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    println!("cargo:rustc-link-arg-bins=-T{dir}/release.ld");
+    // Identical code folding: lld merges functions whose machine code is the
+    // same, read-only ones included (LTO leaves many monomorphized copies).
+    // Measured: 3,872 bytes (gzip -9: 1,683) off the stable release binary,
+    // 3,680 (1,543) off the tiny one.
+    println!("cargo:rustc-link-arg-bins=--icf=all");
+    // -O2 also merges strings that end another string. Measured: 64 bytes
+    // (gzip -9: 205) off the stable release binary, 64 (83) off the tiny one.
+    println!("cargo:rustc-link-arg-bins=-O2");
+}
