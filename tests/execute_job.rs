@@ -914,6 +914,10 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     }
     let rows: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
     fs::write(work.0.join("input.txt"), rows.join("\n") + "\n").unwrap();
+    // The table the several-columns example unloads.
+    fake.set_tables(
+        r#"{"MY_TABLE": {"columns": ["a", "b", "c"], "rows": [["x", 1, true], ["y \"z\"", null, false]]}}"#,
+    );
     for command in &commands {
         let out = fake
             .command("bash")
@@ -943,6 +947,15 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
             .unwrap_or_else(|e| panic!("output-{index}.jsonl: {e}"));
         answered.extend(output.lines().map(str::to_string));
     }
+    // The several-columns example unloaded its table as jsonl, uncompressed,
+    // which is what INPUT_FORMAT=jsonl reads.
+    let unloaded = fake
+        .stage("tutorial_db.data_schema.tutorial_stage")
+        .join("input.jsonl");
+    assert_eq!(
+        fs::read_to_string(&unloaded).unwrap(),
+        "[\"x\",1]\n[\"y \\\"z\\\"\",null]\n"
+    );
     answered.sort();
     let mut expected: Vec<String> = rows
         .iter()
@@ -1060,5 +1073,38 @@ fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
         stdout(&out).contains("Bob said &{ctx.a} and <% ctx.b %>"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// What the README warns about: COPY INTO without `COMPRESSION = NONE`
+/// writes gzip, and the job refuses such an input at once, naming the fix.
+#[test]
+fn real_snow_a_compressed_unload_is_refused_by_the_job_naming_the_fix() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    fake.set_tables(r#"{"MY_TABLE": {"columns": ["a", "b"], "rows": [["x", 1]]}}"#);
+    let out = fake
+        .command("bash")
+        .args([
+            "-c",
+            "snow sql --enable-templating NONE -q \"COPY INTO @tutorial_db.data_schema.tutorial_stage/input.jsonl \
+             FROM (SELECT ARRAY_CONSTRUCT(a, b) FROM my_table) FILE_FORMAT = (TYPE = JSON) SINGLE = TRUE\"",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let unloaded = fake
+        .stage("tutorial_db.data_schema.tutorial_stage")
+        .join("input.jsonl");
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let job = common::job(&echo.url())
+        .env("INPUT_FILE", &unloaded)
+        .env("INPUT_FORMAT", "jsonl")
+        .run();
+    job.assert_fails(65, "COMPRESSION = NONE");
+    assert!(
+        echo.requests().is_empty(),
+        "the job sent rows of a gzip file"
     );
 }

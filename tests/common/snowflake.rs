@@ -233,6 +233,12 @@ impl FakeSnowflake {
         self.state.0.join("stages").join(name.to_ascii_uppercase())
     }
 
+    /// Gives the account the tables COPY INTO unloads: a JSON object
+    /// `{"NAME": {"columns": [...], "rows": [[...], ...]}}`.
+    pub fn set_tables(&self, tables: &str) {
+        fs::write(self.state.0.join("tables.json"), tables).unwrap();
+    }
+
     /// Forgets the SQL received so far.
     pub fn clear(&self) {
         let _ = fs::remove_file(self.state.0.join("requests.jsonl"));

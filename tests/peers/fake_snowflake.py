@@ -26,7 +26,9 @@ or ALTER COMPUTE POOL ... STOP ALL; a second EXECUTE with the same name fails
 as Snowflake's does. SHOW [JOB] SERVICES and SHOW SERVICE CONTAINERS report
 RUNNING, DONE or FAILED from the processes; SYSTEM$GET_SERVICE_LOGS returns
 an instance's output. SHOW IMAGE REPOSITORIES names FAKE_SNOWFLAKE_REGISTRY,
-typically not the host the tests push to. Unqualified names resolve against
+typically not the host the tests push to. COPY INTO @stage unloads a table
+of FAKE_SNOWFLAKE_DIR/tables.json as JSON lines, gzip-compressed unless
+COMPRESSION = NONE. Unqualified names resolve against
 the session's database and schema, and fail without them.
 
 Everything it receives is appended to FAKE_SNOWFLAKE_DIR/requests.jsonl, one
@@ -478,6 +480,64 @@ def get(sql, session):
     }
 
 
+def copy_into(sql, session):
+    """Unloads a table to a stage, as COPY INTO @stage FROM (SELECT
+    ARRAY_CONSTRUCT(col, ...) FROM table) FILE_FORMAT = (TYPE = JSON ...)
+    does: one compact JSON array a line, gzip-compressed unless COMPRESSION =
+    NONE. Tables come from FAKE_SNOWFLAKE_DIR/tables.json, {"NAME":
+    {"columns": [...], "rows": [[...], ...]}}, found by the last part of
+    their name."""
+    m = re.match(
+        rf"COPY\s+INTO\s+@({NAME})(/[^\s]*)?\s+FROM\s+\(\s*SELECT\s+ARRAY_CONSTRUCT\s*\(([^)]*)\)"
+        rf"\s+FROM\s+({NAME})\s*\)\s+FILE_FORMAT\s*=\s*\((?P<format>[^)]*)\)(?P<options>.*?);?\s*$",
+        sql,
+        re.S | re.I,
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in COPY INTO (the fake unloads ARRAY_CONSTRUCT of columns only)")
+    stage = qualify(m.group(1), session, "COPY INTO")
+    file_format, options = m.group("format"), m.group("options")
+    if not re.search(r"TYPE\s*=\s*'?JSON'?", file_format, re.I):
+        raise SqlError("001003", "42000", "SQL compilation error: the fake unloads TYPE = JSON only")
+    compressed = not re.search(r"COMPRESSION\s*=\s*'?NONE'?", file_format, re.I)
+    single = re.search(r"SINGLE\s*=\s*TRUE", options, re.I) is not None
+    overwrite = re.search(r"OVERWRITE\s*=\s*TRUE", options, re.I) is not None
+    try:
+        with open(os.path.join(STATE, "tables.json"), encoding="utf-8") as f:
+            tables = json.load(f)
+    except FileNotFoundError:
+        tables = {}
+    table_name = m.group(4).split(".")[-1].upper()
+    if table_name not in tables:
+        raise SqlError("002003", "42S02", f"SQL compilation error:\nObject '{table_name}' does not exist or not authorized.")
+    table = tables[table_name]
+    columns = [c.upper() for c in table["columns"]]
+    picked = []
+    for column in m.group(3).split(","):
+        name = column.strip().upper()
+        if name not in columns:
+            raise SqlError("000904", "42000", f"SQL compilation error: error line 1 at position 0\ninvalid identifier '{name}'")
+        picked.append(columns.index(name))
+    text = "".join(
+        json.dumps([row[i] for i in picked], separators=(",", ":"), ensure_ascii=False) + "\n"
+        for row in table["rows"]
+    ).encode("utf-8")
+    path = (m.group(2) or "/data_").strip("/")
+    if not single:
+        path += "_0_0_0.json" + (".gz" if compressed else "")
+    target = os.path.join(stage_dir(stage), path)
+    if os.path.exists(target) and not overwrite:
+        raise SqlError("001030", "22000", "Files already existing at the unload destination. Use overwrite option to force unloading.")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    data = gzip.compress(text) if compressed else text
+    with open(target, "wb") as f:
+        f.write(data)
+    return result(
+        ["rows_unloaded", "input_bytes", "output_bytes"],
+        [[str(len(table["rows"])), str(len(text)), str(len(data))]],
+    )
+
+
 def image_repositories(sql, session):
     columns = ["created_on", "name", "database_name", "schema_name", "repository_url", "owner"]
     row = [
@@ -501,6 +561,7 @@ STATEMENTS = [
     (r"DROP\s+SERVICE\b", drop_service),
     (r"ALTER\s+COMPUTE\s+POOL\b", stop_pool),
     (r"PUT\s", put),
+    (r"COPY\s+INTO\s+@", copy_into),
     (r"GET\s", get),
     (r"SELECT\s+CURRENT_VERSION\s*\(\s*\)", lambda sql, session: result(["CURRENT_VERSION()"], [["9.0.0"]])),
 ]
