@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
 
 use crate::config::{Input, Shard};
 use crate::error::Error;
@@ -19,8 +20,19 @@ pub struct Rows {
 
 enum Source {
     Single(Option<String>),
-    Lines(Box<dyn BufRead>),
+    Lines(Reader),
 }
+
+/// One concrete reader, stdin's included (a `File` on a copy of fd 0), not a
+/// `Box<dyn BufRead>` over a file or `StdinLock`: a trait object links every
+/// method of both readers and std's stdin buffer besides. Measured:
+/// 10,944 bytes (gzip -9 of the binary: 5,736) off the stable release
+/// binary, 7,024 (3,175) off the tiny one. The unit tests feed bytes from
+/// memory.
+#[cfg(not(test))]
+type Reader = BufReader<File>;
+#[cfg(test)]
+type Reader = Box<dyn BufRead>;
 
 /// The first bytes of every gzip stream (RFC 1952).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -29,17 +41,24 @@ impl Rows {
     pub fn open(input: &Input, format: InputFormat, shard: Shard) -> Result<Rows, Error> {
         let mut source = match input {
             Input::Single(text) => Source::Single(Some(text.clone())),
-            Input::Stdin => Source::Lines(Box::new(std::io::stdin().lock())),
+            Input::Stdin => {
+                let fd = std::io::stdin().as_fd().try_clone_to_owned();
+                let file = File::from(fd.map_err(|cause| Error::NoInput {
+                    path: "-".to_owned(),
+                    cause,
+                })?);
+                Source::Lines(lines(file))
+            }
             Input::File(path) => {
                 let file = File::open(path).map_err(|cause| Error::NoInput {
                     path: path.display().to_string(),
                     cause,
                 })?;
-                Source::Lines(Box::new(BufReader::with_capacity(64 * 1024, file)))
+                Source::Lines(lines(file))
             }
         };
         if let Source::Lines(reader) = &mut source {
-            refuse_gzip(reader.as_mut())?;
+            refuse_gzip(reader)?;
         }
         Ok(Rows {
             source,
@@ -168,9 +187,16 @@ fn check_rows(batch: &Batch, first: usize, format: InputFormat) -> Result<(), Er
     Ok(())
 }
 
+fn lines(file: File) -> Reader {
+    let reader = BufReader::with_capacity(64 * 1024, file);
+    #[cfg(test)]
+    let reader = Box::new(reader);
+    reader
+}
+
 /// Stage unloads and PUT compress with gzip unless told not to, and this
 /// job reads plain text: say so, rather than "not valid UTF-8".
-fn refuse_gzip(reader: &mut dyn BufRead) -> Result<(), Error> {
+fn refuse_gzip(reader: &mut impl BufRead) -> Result<(), Error> {
     let start = reader.fill_buf().map_err(|cause| Error::Io {
         what: "reading input line 1".to_owned(),
         cause,
