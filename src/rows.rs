@@ -264,9 +264,12 @@ fn push_short(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(bytes);
         return;
     }
-    out.reserve(n);
+    // Checked here, as Vec::reserve is not inlined at opt-level "z".
+    if out.capacity() - out.len() < n {
+        out.reserve(n);
+    }
     let at = out.len();
-    // SAFETY: `reserve` made room for `n` bytes past `at`; every word read
+    // SAFETY: there is room for `n` bytes past `at`, seen or made above; every word read
     // and written starts at most `n - 8` bytes in, so it lies inside `bytes`
     // and inside that room; all `n` bytes are written before `set_len`.
     unsafe {
