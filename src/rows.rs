@@ -744,6 +744,15 @@ fn too_deep() -> String {
 /// `Reply`.
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<String>, String> {
+    let reply = checked_reply(body, sent)?;
+    Ok((0..reply.len())
+        .map(|i| String::from_utf8_lossy(reply.value(i)).into_owned())
+        .collect())
+}
+
+/// `body` read and checked as the reply to `sent`, or why it is refused.
+#[cfg_attr(not(test), allow(dead_code))]
+fn checked_reply(body: &[u8], sent: &[u64]) -> Result<Reply, String> {
     let mut reply = Reply::default();
     reply
         .read_body(body, None, body.len() as u64)
@@ -751,9 +760,7 @@ pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<String>, String> {
     reply
         .decode(sent)
         .map_err(|problem| problem.describe(body))?;
-    Ok((0..reply.len())
-        .map(|i| String::from_utf8_lossy(reply.value(i)).into_owned())
-        .collect())
+    Ok(reply)
 }
 
 /// Scans the whole reply; a problem with its shape is kept until the end,
@@ -1026,13 +1033,7 @@ mod testing {
     /// What OUTPUT_FILE gets for a reply to rows with the indices `sent`, or
     /// why the reply is refused.
     pub fn output_of(body: &[u8], sent: &[u64]) -> Result<String, String> {
-        let mut reply = Reply::default();
-        reply
-            .read_body(body, None, body.len() as u64)
-            .map_err(|e| e.to_string())?;
-        reply
-            .decode(sent)
-            .map_err(|problem| problem.describe(body))?;
+        let reply = super::checked_reply(body, sent)?;
         let mut lines = Vec::new();
         reply.push_output_lines(sent, &mut lines);
         String::from_utf8(lines).map_err(|e| e.to_string())

@@ -18,34 +18,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = env::temp_dir().join(format!(
-            "s2s-execute-job-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Installs a stand-in `snow` in `dir`. Each call writes its arguments,
@@ -168,7 +144,7 @@ SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 
 
 #[test]
 fn dry_run_prints_the_tutorial_sql() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     install_stand_in(&dir.0);
     let out = execute_job(&dir.0, &[], &["--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -178,7 +154,7 @@ fn dry_run_prints_the_tutorial_sql() {
 
 #[test]
 fn dry_run_with_the_batch_spec_and_four_replicas() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     let out = execute_job(
         &dir.0,
         &[(
@@ -258,7 +234,7 @@ fn the_inline_spec_is_valid_and_filled_in() {
         "spec/service_to_service_spec.yaml",
         "spec/batch_job_spec.yaml",
     ] {
-        let dir = Scratch::new();
+        let dir = snowflake::Scratch::new("execute-job");
         let out = execute_job(
             &dir.0,
             &[
@@ -292,7 +268,7 @@ fn the_inline_spec_is_valid_and_filled_in() {
 
 #[test]
 fn flags_override_the_environment_which_overrides_the_defaults() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     let vars = [
         ("COMPUTE_POOL", "env_pool"),
         ("JOB_NAME", "env_db.env_schema.env_job"),
@@ -345,7 +321,7 @@ fn flags_override_the_environment_which_overrides_the_defaults() {
 
 #[test]
 fn dry_run_with_a_stage_puts_the_filled_in_spec() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     let out = execute_job(
         &dir.0,
         &[],
@@ -415,7 +391,7 @@ SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 
 
 #[test]
 fn runs_the_statements_through_snow_and_prints_status_then_logs() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     install_stand_in(&dir.0);
     let out = execute_job(&dir.0, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -455,7 +431,7 @@ fn runs_the_statements_through_snow_and_prints_status_then_logs() {
 
 #[test]
 fn a_stage_run_uploads_the_filled_in_spec_first() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     install_stand_in(&dir.0);
     let out = execute_job(
         &dir.0,
@@ -504,7 +480,7 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
 
 #[test]
 fn a_failed_job_still_shows_status_and_logs_and_fails() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     install_stand_in(&dir.0);
     let out = execute_job(&dir.0, &[("FAIL_EXECUTE", "3")], &["--replicas", "2"]);
     assert_eq!(
@@ -528,7 +504,7 @@ fn a_failed_job_still_shows_status_and_logs_and_fails() {
 
 #[test]
 fn bad_settings_fail_in_one_line_before_any_call() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     install_stand_in(&dir.0);
     let dollar_spec = dir.0.join("dollar.yaml");
     fs::write(
@@ -577,7 +553,7 @@ fn bad_settings_fail_in_one_line_before_any_call() {
 
 #[test]
 fn without_snow_it_says_so_in_one_line() {
-    let dir = Scratch::new(); // no stand-in installed
+    let dir = snowflake::Scratch::new("execute-job"); // no stand-in installed
     if Command::new("sh")
         .args(["-c", "PATH=/usr/local/bin:/usr/bin:/bin command -v snow"])
         .output()
@@ -597,7 +573,7 @@ fn without_snow_it_says_so_in_one_line() {
 
 #[test]
 fn help_lists_every_setting() {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     let out = execute_job(&dir.0, &[], &["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
@@ -653,7 +629,7 @@ fn logs_sql(index: usize) -> String {
 
 /// The EXECUTE statement that --dry-run prints for these settings.
 fn dry_run_execute(vars: &[(&str, &str)], args: &[&str]) -> String {
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     let mut all = vec!["--dry-run"];
     all.extend_from_slice(args);
     let out = execute_job(&dir.0, vars, &all);
@@ -1051,7 +1027,7 @@ fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
         return;
     };
     let echo = common::serve(|r, _| common::echo("Bob", r));
-    let dir = Scratch::new();
+    let dir = snowflake::Scratch::new("execute-job");
     let spec = dir.0.join("templated.yaml");
     fs::write(
         &spec,
