@@ -15,7 +15,7 @@ that holds samples (one per run) appears once per sample. Keys:
   SUBJECT.cold_ns, .cold_pull_ns
                            samples: pull + first run, and the pull alone
   SUBJECT.batch_wall_s, .batch_user_s, .batch_sys_s, .batch_rss_kib
-                           samples, one per batch run (/usr/bin/time)
+                           samples, one per batch run (bench/rusage.py)
   SUBJECT.callgrind_file   a callgrind output file of the instruction run
   hyperfine.startup, hyperfine.docker_run
                            hyperfine --export-json files, commands named
@@ -547,7 +547,7 @@ class Bench:
             f"INPUT_FILE of {thousands(rows)} lines, BATCH_SIZE=100 over one keep-alive connection "
             "(CONCURRENCY=1 for ours; requests.Session for python; one http.Client for go), OUTPUT_FILE as JSON "
             f"lines; {fig['ours']['batch_runs']} runs each, and every output byte-identical to ours. CPU and peak "
-            "RSS are the client's alone, from /usr/bin/time; the echo service's CPU is not counted. Client "
+            "RSS are the client's alone, from wait4(2) (bench/rusage.py); the echo service's CPU is not counted. Client "
             "CPU per row is the mean client CPU divided by the rows."
         )
 

@@ -2,6 +2,7 @@
 //! threads, check every reply, and write the replies in index order.
 //!
 //! The main thread reads input and writes output; workers only talk HTTP.
+//! With `CONCURRENCY=1` there are no workers: the main thread sends too.
 //! At most two batches per worker are in flight or waiting to be written, so
 //! memory stays flat however long the input is, and their buffers go round
 //! again: after the first few batches the job allocates almost nothing. On
@@ -50,8 +51,8 @@ pub fn run(config: &Config) -> Result<(), Error> {
         ))),
     };
 
-    let queues = start_workers(&client, config.concurrency, log_rows);
-    let window = 2 * config.concurrency as u64;
+    let mut senders = Senders::start(&client, config.concurrency, log_rows);
+    let window = senders.window();
     let mut next_to_send = 0u64;
     let mut next_to_write = 0u64;
     let mut input_done = false;
@@ -74,14 +75,14 @@ pub fn run(config: &Config) -> Result<(), Error> {
                 input_done = true;
             } else {
                 slot.seq = next_to_send;
-                queues.work.push(slot);
+                senders.send(slot);
                 next_to_send += 1;
             }
         }
         if next_to_write == next_to_send {
             break;
         }
-        let Some((slot, result)) = queues.answered.pop() else {
+        let Some((slot, result)) = senders.answered() else {
             return Err(Error::Io {
                 what: "waiting for the request threads".to_owned(),
                 cause: std::io::Error::other("they stopped unexpectedly"),
@@ -208,35 +209,101 @@ impl Drop for Worker {
     }
 }
 
-fn start_workers(client: &Arc<Client>, count: usize, log_rows: bool) -> Arc<Queues> {
-    let queues = Arc::new(Queues {
-        work: Queue::new(1),
-        answered: Queue::new(count),
-    });
-    for _ in 0..count {
-        let worker = Worker(Arc::clone(&queues));
-        let client = Arc::clone(client);
-        std::thread::spawn(move || {
-            // Reused for every request this worker sends.
-            let mut request = Vec::new();
-            while let Some(mut slot) = worker.0.work.pop() {
-                let batch = &slot.batch;
-                if log_rows {
-                    for i in 0..batch.len() {
-                        let text = String::from_utf8_lossy(batch.text(i));
-                        log::info!("Calling {} with input {text}", client.url());
-                    }
-                } else {
-                    let first = batch.indices().first().copied().unwrap_or(0);
-                    log::debug!("Sending {} rows from index {first}", batch.len());
-                }
-                rows::encode_request(batch, &mut request);
-                let result = client.send(&request, batch.indices(), &mut slot.reply);
-                worker.0.answered.push((slot, result));
-            }
+/// Where batches go to be sent: with one request in flight, the main thread
+/// sends them itself. A worker thread would add nothing there but two
+/// thread wake-ups per batch, and those were a third of the job's CPU time at
+/// a hundred rows a request (issue 11).
+enum Senders {
+    Inline {
+        client: Arc<Client>,
+        request: Vec<u8>,
+        log_rows: bool,
+        answered: VecDeque<Answered>,
+    },
+    Threads {
+        queues: Arc<Queues>,
+        workers: usize,
+    },
+}
+
+impl Senders {
+    fn start(client: &Arc<Client>, count: usize, log_rows: bool) -> Senders {
+        if count <= 1 {
+            return Senders::Inline {
+                client: Arc::clone(client),
+                request: Vec::new(),
+                log_rows,
+                answered: VecDeque::new(),
+            };
+        }
+        let queues = Arc::new(Queues {
+            work: Queue::new(1),
+            answered: Queue::new(count),
         });
+        for _ in 0..count {
+            let worker = Worker(Arc::clone(&queues));
+            let client = Arc::clone(client);
+            std::thread::spawn(move || {
+                // Reused for every request this worker sends.
+                let mut request = Vec::new();
+                while let Some(slot) = worker.0.work.pop() {
+                    let answered = send(&client, slot, &mut request, log_rows);
+                    worker.0.answered.push(answered);
+                }
+            });
+        }
+        Senders::Threads {
+            queues,
+            workers: count,
+        }
     }
-    queues
+
+    fn send(&mut self, slot: Slot) {
+        match self {
+            Senders::Inline {
+                client,
+                request,
+                log_rows,
+                answered,
+            } => answered.push_back(send(client, slot, request, *log_rows)),
+            Senders::Threads { queues, .. } => queues.work.push(slot),
+        }
+    }
+
+    /// How many batches may be read ahead of the last one written: two per
+    /// worker, so that each has the next at hand; one when sending inline,
+    /// so that nothing more is sent after a batch has failed.
+    fn window(&self) -> u64 {
+        match self {
+            Senders::Inline { .. } => 1,
+            Senders::Threads { workers, .. } => 2 * *workers as u64,
+        }
+    }
+
+    /// The next batch answered, in the order they were answered; None when
+    /// no sender is left to answer.
+    fn answered(&mut self) -> Option<Answered> {
+        match self {
+            Senders::Inline { answered, .. } => answered.pop_front(),
+            Senders::Threads { queues, .. } => queues.answered.pop(),
+        }
+    }
+}
+
+fn send(client: &Client, mut slot: Slot, request: &mut Vec<u8>, log_rows: bool) -> Answered {
+    let batch = &slot.batch;
+    if log_rows {
+        for i in 0..batch.len() {
+            let text = String::from_utf8_lossy(batch.text(i));
+            log::info!("Calling {} with input {text}", client.url());
+        }
+    } else {
+        let first = batch.indices().first().copied().unwrap_or(0);
+        log::debug!("Sending {} rows from index {first}", batch.len());
+    }
+    rows::encode_request(batch, request);
+    let result = client.send(request, batch.indices(), &mut slot.reply);
+    (slot, result)
 }
 
 /// One INFO line at most every five seconds, and one at the end.

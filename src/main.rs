@@ -15,6 +15,7 @@ mod resolve;
 mod rows;
 mod signals;
 mod thread_name;
+mod transport;
 mod unwind;
 
 use std::process::ExitCode;
