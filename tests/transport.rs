@@ -180,7 +180,9 @@ fn a_batch_request_costs_one_send_and_no_thread_hand_off() {
     let server = serve(|request, _| echo("Bob", request));
     let dir = temp_dir("syscalls");
     let requests = 20;
-    let rows: Vec<String> = (0..requests * 100).map(|i| format!("row number {i}")).collect();
+    let rows: Vec<String> = (0..requests * 100)
+        .map(|i| format!("row number {i}"))
+        .collect();
     let input = write_rows(&dir, &rows);
     let output = dir.join("out.jsonl");
     let trace = dir.join("strace.txt");
@@ -210,7 +212,11 @@ fn a_batch_request_costs_one_send_and_no_thread_hand_off() {
     // ureq's own TCP transport made 2 sends, 3 receives (2 of them EAGAIN),
     // 4 ioctls and 3 setsockopts a request, and the hand-off to a worker
     // thread 2 futex calls.
-    assert_eq!(seen.count("sendto"), requests, "one send a request:\n{summary}");
+    assert_eq!(
+        seen.count("sendto"),
+        requests,
+        "one send a request:\n{summary}"
+    );
     assert_eq!(
         seen.failed("recvfrom", "EAGAIN"),
         requests,
