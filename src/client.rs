@@ -2,25 +2,26 @@
 //! with backoff while the failure is the kind that passes (the service is
 //! still starting, restarting, or overloaded).
 //!
-//! The wire format lives in `rows`; this module only moves bytes and decides
-//! which failures to retry.
+//! The wire format lives in `rows`, HTTP in `http`, the socket in
+//! `transport`; this module keeps connections, and decides which failures to
+//! retry.
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::ErrorKind;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ureq::Agent;
-use ureq::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
-use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use ureq_proto::http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
+use ureq_proto::http::{HeaderMap, HeaderValue, Uri};
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
+use crate::http::{self, Post};
 use crate::logging::Seconds;
-use crate::resolve::{CachingResolver, ResolveCache};
+use crate::resolve::ResolveCache;
 use crate::rows::{self, Reply};
-use crate::transport::TcpConnector;
+use crate::transport::{Connection, IoFailure};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -28,21 +29,25 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The largest block of reply headers accepted.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// Read buffer per connection: a little more than the header limit, so that
+/// longer headers get a clear error, not a stall.
+const INPUT_BYTES: usize = MAX_HEADER_BYTES + 4096;
+
 /// Statuses that mean "not now" rather than "no": a proxy or load balancer in
 /// front of a service that is starting, or a service shedding load.
 const TRANSIENT_STATUSES: [u16; 4] = [429, 502, 503, 504];
 
 pub struct Client {
-    agent: Agent,
-    resolved: Arc<ResolveCache>,
+    resolved: ResolveCache,
+    /// Kept-alive connections not in use: one per worker at most.
+    idle: Mutex<Vec<Connection>>,
     url: ServiceUrl,
     /// Parsed once: every request of a batch job goes to it.
-    uri: Option<Uri>,
-    /// The request's own headers, built once and cloned per request: adding
-    /// them one by one through `RequestBuilder::header` hashed each name and
-    /// moved the whole request under construction, about 1,700 instructions
-    /// a header.
+    uri: Result<Uri, String>,
+    /// The request's own headers, built once and cloned per request.
     headers: HeaderMap,
+    connect_timeout: Duration,
+    request_timeout: Duration,
     retry_deadline: Duration,
     max_response_bytes: u64,
     retries: AtomicU64,
@@ -57,49 +62,25 @@ enum Failure {
 
 impl Client {
     pub fn new(config: &Config) -> Client {
-        // Before the first request: ureq's own log lines may quote what the
+        // Before the first request: ureq-proto's log lines may quote what the
         // service sends back, password and all.
         crate::logging::hide(config.service.secrets());
-        let agent_config = Agent::config_builder()
-            .timeout_connect(Some(config.connect_timeout))
-            .timeout_global(Some(config.request_timeout))
-            // Status codes are ours to judge; a 3xx answer to a POST is an
-            // error to report, not a hop to follow.
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            // Service-to-service traffic stays inside the SPCS network; an
-            // HTTP_PROXY meant for egress must not capture it.
-            .proxy(None)
-            .user_agent(concat!("service-to-service/", env!("CARGO_PKG_VERSION")))
-            // ureq zeroes 256 KiB of buffers per connection by default, which
-            // was nine tenths of a single-row job's instructions. Replies'
-            // headers must fit the input buffer, so it is a little larger than
-            // the header limit: longer headers get a clear error, not a stall.
-            .max_response_header_size(MAX_HEADER_BYTES)
-            .input_buffer_size(MAX_HEADER_BYTES + 4096)
-            .output_buffer_size(16 * 1024)
-            .build();
         // Header names and values as constants, checked at compile time.
         const JSON: HeaderValue = HeaderValue::from_static("application/json");
-        let mut headers = HeaderMap::with_capacity(2);
+        const AGENT: HeaderValue =
+            HeaderValue::from_static(concat!("service-to-service/", env!("CARGO_PKG_VERSION")));
+        let mut headers = HeaderMap::with_capacity(3);
         headers.insert(CONTENT_TYPE, JSON);
         headers.insert(ACCEPT, JSON);
-        let resolved = Arc::new(ResolveCache::default());
-        let agent = Agent::with_parts(
-            agent_config,
-            // Plain TCP: no SOCKS or CONNECT proxy chain, which `.proxy(None)`
-            // would skip anyway, and fewer system calls per request than
-            // ureq's own (see src/transport.rs).
-            TcpConnector,
-            CachingResolver(Arc::clone(&resolved)),
-        );
+        headers.insert(USER_AGENT, AGENT);
         Client {
-            agent,
-            resolved,
+            resolved: ResolveCache::default(),
+            idle: Mutex::new(Vec::new()),
             url: config.service.clone(),
-            uri: Uri::try_from(config.service.as_request_url()).ok(),
+            uri: Uri::try_from(config.service.as_request_url()).map_err(|e| e.to_string()),
             headers,
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
             retry_deadline: config.retry_deadline,
             max_response_bytes: config.max_response_bytes,
             retries: AtomicU64::new(0),
@@ -116,12 +97,19 @@ impl Client {
     }
 
     /// POSTs the request `body` for rows with the indices `sent`
-    /// (ascending), and leaves the checked reply in `reply`.
-    pub fn send(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
+    /// (ascending), and leaves the checked reply in `reply`. `head` is a
+    /// buffer kept between requests, for the request's head.
+    pub fn send(
+        &self,
+        body: &[u8],
+        sent: &[u64],
+        head: &mut Vec<u8>,
+        reply: &mut Reply,
+    ) -> Result<(), Error> {
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            let cause = match self.attempt(body, sent, reply) {
+            let cause = match self.attempt(body, sent, head, reply) {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Transient(cause)) => cause,
@@ -153,43 +141,37 @@ impl Client {
         }
     }
 
-    fn attempt(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Failure> {
+    fn attempt(
+        &self,
+        body: &[u8],
+        sent: &[u64],
+        head: &mut Vec<u8>,
+        reply: &mut Reply,
+    ) -> Result<(), Failure> {
         let uri = match &self.uri {
-            Some(uri) => uri.clone(),
-            // What ureq would say of the URL, had it been given the text.
-            None => match Uri::try_from(self.url.as_request_url()) {
-                Ok(uri) => uri,
-                Err(e) => return Err(self.classify(ureq::http::Error::from(e).into())),
-            },
+            Ok(uri) => uri,
+            Err(problem) => return Err(Failure::Fatal(Error::config("SERVICE_URL", problem))),
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = self.headers.clone();
-        let answer = self.agent.run(request);
-        let mut response = answer.map_err(|e| self.classify(e))?;
-        let status = response.status().as_u16();
-        let declared = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
-        if declared.is_some_and(|length| length > self.max_response_bytes) {
-            return Err(self.classify(ureq::Error::BodyExceedsLimit(self.max_response_bytes)));
+        let deadline = Instant::now() + self.request_timeout;
+        let mut connection = self.connection(uri, deadline)?;
+        log::debug!("POST {} ({} bytes)", self.url, body.len());
+        let post = Post {
+            uri,
+            headers: &self.headers,
+            body,
+            deadline,
+            max_head_bytes: MAX_HEADER_BYTES,
+            max_body_bytes: self.max_response_bytes,
+        };
+        let answer =
+            http::post(&mut connection, &post, head, reply).map_err(|e| self.classify(e))?;
+        let status = answer.status;
+        log::debug!("HTTP {status} ({} bytes)", reply.body().len());
+        if answer.reusable {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(connection);
+            }
         }
-        let location = (300..=399).contains(&status).then(|| {
-            response
-                .headers()
-                .get(LOCATION)
-                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-        });
-        let reader = response
-            .body_mut()
-            .with_config()
-            .limit(self.max_response_bytes)
-            .reader();
-        reply
-            .read_body(reader, declared, self.max_response_bytes)
-            .map_err(|e| self.classify(e.into()))?;
 
         if TRANSIENT_STATUSES.contains(&status) {
             return Err(Failure::Transient(format!("HTTP {status}")));
@@ -210,10 +192,7 @@ impl Client {
                 .map_err(|problem| protocol(problem.describe(&self.url.redact(reply.body())))),
             300..=399 => Err(protocol(format!(
                 "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
-                location
-                    .flatten()
-                    .as_deref()
-                    .unwrap_or("(no Location header)")
+                answer.location.as_deref().unwrap_or("(no Location header)")
             ))),
             _ => Err(protocol(format!(
                 "HTTP {status}: {}",
@@ -222,46 +201,56 @@ impl Client {
         }
     }
 
-    fn classify(&self, error: ureq::Error) -> Failure {
-        use ureq::Error as E;
-        match error {
-            E::HostNotFound => Failure::Transient("host not found (DNS)".to_owned()),
-            E::ConnectionFailed => Failure::Transient("connection failed".to_owned()),
-            E::Timeout(which) => Failure::Transient(format!("timed out ({which})")),
-            E::Io(io) => match io.kind() {
+    /// A kept-alive connection that is still good, or a new one.
+    fn connection(&self, uri: &Uri, deadline: Instant) -> Result<Connection, Failure> {
+        while let Some(mut connection) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            if connection.is_idle_and_open() {
+                return Ok(connection);
+            }
+        }
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(80);
+        let addresses = self
+            .resolved
+            .resolve(host, port, deadline)
+            .map_err(|problem| Failure::Transient(format!("network error: {problem}")))?;
+        if addresses.is_empty() {
+            return Err(Failure::Transient("host not found (DNS)".to_owned()));
+        }
+        let connect_by = deadline.min(Instant::now() + self.connect_timeout);
+        Connection::open(&addresses, connect_by, INPUT_BYTES).map_err(|failure| match failure {
+            IoFailure::TimedOut => Failure::Transient("timed out (connect)".to_owned()),
+            IoFailure::Io(io) => self.classify(http::Failure::Io(io)),
+        })
+    }
+
+    fn classify(&self, failure: http::Failure) -> Failure {
+        use http::Failure as F;
+        match failure {
+            F::TimedOut => Failure::Transient("timed out".to_owned()),
+            // The peer closed mid-exchange: a restart looks exactly like this.
+            F::Closed => {
+                Failure::Transient("connection closed before the reply was complete".to_owned())
+            }
+            F::Io(io) => match io.kind() {
                 ErrorKind::ConnectionRefused => Failure::Transient("connection refused".to_owned()),
                 ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
                 | ErrorKind::BrokenPipe => Failure::Transient("connection reset".to_owned()),
-                // The peer closed mid-exchange: a restart looks exactly like this.
                 ErrorKind::UnexpectedEof => {
                     Failure::Transient("connection closed before the reply was complete".to_owned())
                 }
-                ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                    Failure::Transient("timed out".to_owned())
-                }
-                // The peer's bytes broke HTTP framing: the service answered wrongly.
-                ErrorKind::InvalidData | ErrorKind::InvalidInput => Failure::Fatal(
-                    Error::protocol(&self.url.to_string(), format!("malformed reply: {io}")),
-                ),
-                // Everything else is the network's: a failed DNS lookup arrives
-                // here too, as std's uncategorised getaddrinfo error.
+                // Everything else is the network's.
                 _ => Failure::Transient(format!("network error: {io}")),
             },
-            E::BodyExceedsLimit(limit) => Failure::Fatal(Error::protocol(
+            F::BodyTooLarge(limit) => Failure::Fatal(Error::protocol(
                 &self.url.to_string(),
                 format!("reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"),
             )),
-            E::BadUri(problem) => Failure::Fatal(Error::config("SERVICE_URL", problem)),
-            E::Protocol(problem) => Failure::Fatal(Error::protocol(
+            F::Protocol(problem) => Failure::Fatal(Error::protocol(
                 &self.url.to_string(),
                 format!("reply is not valid HTTP/1.1: {problem}"),
             )),
-            E::LargeResponseHeader(_, limit) => Failure::Fatal(Error::protocol(
-                &self.url.to_string(),
-                format!("reply is not valid HTTP/1.1: its headers exceed {limit} bytes"),
-            )),
-            other => Failure::Fatal(Error::protocol(&self.url.to_string(), other.to_string())),
         }
     }
 }

@@ -462,7 +462,7 @@ pub fn parse_service_url(url: &str) -> Result<ServiceUrl, Error> {
             _ => return Err(bad(format!("has port {port:?}; a port is 1 to 65535"))),
         }
     }
-    if ureq::http::Uri::try_from(url).is_err() {
+    if ureq_proto::http::Uri::try_from(url).is_err() {
         return Err(bad(format!("is not a valid URL; {example}")));
     }
     let redacted = match userinfo {

@@ -216,7 +216,7 @@ impl Drop for Worker {
 enum Senders {
     Inline {
         client: Arc<Client>,
-        request: Vec<u8>,
+        request: Request,
         log_rows: bool,
         answered: VecDeque<Answered>,
     },
@@ -231,7 +231,7 @@ impl Senders {
         if count <= 1 {
             return Senders::Inline {
                 client: Arc::clone(client),
-                request: Vec::new(),
+                request: Request::default(),
                 log_rows,
                 answered: VecDeque::new(),
             };
@@ -245,7 +245,7 @@ impl Senders {
             let client = Arc::clone(client);
             std::thread::spawn(move || {
                 // Reused for every request this worker sends.
-                let mut request = Vec::new();
+                let mut request = Request::default();
                 while let Some(slot) = worker.0.work.pop() {
                     let answered = send(&client, slot, &mut request, log_rows);
                     worker.0.answered.push(answered);
@@ -290,7 +290,14 @@ impl Senders {
     }
 }
 
-fn send(client: &Client, mut slot: Slot, request: &mut Vec<u8>, log_rows: bool) -> Answered {
+/// A request's head and body, built anew into the same buffers each time.
+#[derive(Default)]
+struct Request {
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+fn send(client: &Client, mut slot: Slot, request: &mut Request, log_rows: bool) -> Answered {
     let batch = &slot.batch;
     if log_rows {
         for i in 0..batch.len() {
@@ -301,8 +308,13 @@ fn send(client: &Client, mut slot: Slot, request: &mut Vec<u8>, log_rows: bool) 
         let first = batch.indices().first().copied().unwrap_or(0);
         log::debug!("Sending {} rows from index {first}", batch.len());
     }
-    rows::encode_request(batch, request);
-    let result = client.send(request, batch.indices(), &mut slot.reply);
+    rows::encode_request(batch, &mut request.body);
+    let result = client.send(
+        &request.body,
+        batch.indices(),
+        &mut request.head,
+        &mut slot.reply,
+    );
     (slot, result)
 }
 

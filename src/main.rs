@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod error;
 mod heap;
+mod http;
 mod input;
 mod job;
 mod logging;

@@ -7,20 +7,12 @@
 //! resolv.conf search list itself, asking libc for one absolute name at a time
 //! and moving on after a failure, as glibc and Go order the names. Answers are
 //! reused for a few seconds and dropped after a failed attempt.
-//!
-//! Note: ureq's resolver interface is outside its semver promise, which
-//! Cargo.lock pins.
 
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use ureq::config::Config as AgentConfig;
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::NextTimeout;
 
 /// How long a resolved address is reused while connections succeed.
 const RESOLVE_TTL: Duration = Duration::from_secs(5);
@@ -37,7 +29,15 @@ const MAX_NDOTS: usize = 15;
 /// when an attempt fails (the service may have moved).
 #[derive(Debug, Default)]
 pub struct ResolveCache {
-    last: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+    last: Mutex<Option<Answer>>,
+}
+
+#[derive(Debug)]
+struct Answer {
+    host: String,
+    port: u16,
+    at: Instant,
+    addresses: Vec<SocketAddr>,
 }
 
 impl ResolveCache {
@@ -46,47 +46,40 @@ impl ResolveCache {
             *last = None;
         }
     }
-}
 
-#[derive(Debug)]
-pub struct CachingResolver(pub Arc<ResolveCache>);
-
-impl Resolver for CachingResolver {
-    fn resolve(
+    /// The addresses of `host`, IPv4 first, each with `port`; the lookup
+    /// gives up at `deadline`.
+    pub fn resolve(
         &self,
-        uri: &Uri,
-        _config: &AgentConfig,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let key = uri.authority().map_or("", |a| a.as_str());
-        if let Ok(last) = self.0.last.lock() {
-            if let Some((host, at, addrs)) = last.as_ref() {
-                if host == key && at.elapsed() < RESOLVE_TTL {
-                    return Ok(addrs.clone());
+        host: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<Vec<SocketAddr>, String> {
+        if let Ok(last) = self.last.lock() {
+            if let Some(last) = last.as_ref() {
+                if last.host == host && last.port == port && last.at.elapsed() < RESOLVE_TTL {
+                    return Ok(last.addresses.clone());
                 }
             }
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| ureq::Error::BadUri("no host".to_owned()))?;
-        let port = uri.port_u16().unwrap_or(80);
-        let found = if let Some(ip) = ip_literal(host) {
-            vec![ip]
-        } else {
-            lookup_within(host, timeout)?
+        let found = match ip_literal(host) {
+            Some(ip) => vec![ip],
+            None => lookup_within(host, deadline)?,
         };
-        let mut addrs = self.empty();
-        for ip in found {
-            // More than ureq keeps (16) are of no use: stop there.
-            if addrs.try_push(SocketAddr::new(ip, port)).is_err() {
-                break;
-            }
+        let addresses: Vec<SocketAddr> = found
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        log::debug!("Resolved {host} to {addresses:?}");
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(Answer {
+                host: host.to_owned(),
+                port,
+                at: Instant::now(),
+                addresses: addresses.clone(),
+            });
         }
-        log::debug!("Resolved {host} to {:?}", &addrs[..]);
-        if let Ok(mut last) = self.0.last.lock() {
-            *last = Some((key.to_owned(), Instant::now(), addrs.clone()));
-        }
-        Ok(addrs)
+        Ok(addresses)
     }
 }
 
@@ -101,20 +94,16 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
 
 /// Looks `host` up on a thread, giving up when the attempt's time is over;
 /// the thread finishes on its own and its answer is dropped.
-fn lookup_within(host: &str, timeout: NextTimeout) -> Result<Vec<IpAddr>, ureq::Error> {
-    let dns_error = |message: String| ureq::Error::Io(std::io::Error::other(message));
-    if timeout.after.is_not_happening() {
-        return lookup(host).map_err(dns_error);
-    }
+fn lookup_within(host: &str, deadline: Instant) -> Result<Vec<IpAddr>, String> {
     let (answer, answered) = mpsc::sync_channel(1);
     let name = host.to_owned();
     std::thread::spawn(move || answer.send(lookup(&name)).ok());
-    match answered.recv_timeout(*timeout.after) {
-        Ok(result) => result.map_err(dns_error),
-        Err(_) => Err(dns_error(format!(
+    let left = deadline.saturating_duration_since(Instant::now());
+    answered.recv_timeout(left).unwrap_or_else(|_| {
+        Err(format!(
             "DNS lookup of {host} did not finish within REQUEST_TIMEOUT"
-        ))),
-    }
+        ))
+    })
 }
 
 /// /etc/hosts, then each name of the search list in turn: IPv4 first, and any

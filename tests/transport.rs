@@ -212,14 +212,12 @@ fn a_batch_request_costs_one_send_and_no_thread_hand_off() {
     // ureq's own TCP transport made 2 sends, 3 receives (2 of them EAGAIN),
     // 4 ioctls and 3 setsockopts a request, and the hand-off to a worker
     // thread 2 futex calls.
-    assert_eq!(
-        seen.count("sendto"),
-        requests,
-        "one send a request:\n{summary}"
-    );
+    let sends = seen.count("sendto") + seen.count("sendmsg") + seen.count("writev");
+    assert_eq!(sends, requests, "one send a request:\n{summary}");
+    // The first request goes out on a new connection, unchecked.
     assert_eq!(
         seen.failed("recvfrom", "EAGAIN"),
-        requests,
+        requests - 1,
         "one idle check a request:\n{summary}"
     );
     // A reply's head and body may come in separate reads: the test server
@@ -229,5 +227,5 @@ fn a_batch_request_costs_one_send_and_no_thread_hand_off() {
     assert!(seen.count("ioctl") <= 2, "{summary}");
     // TCP_NODELAY, then each direction's timeout once.
     assert!(seen.count("setsockopt") <= 3, "{summary}");
-    assert!(seen.count("futex") < requests / 2, "{summary}");
+    assert!(seen.count("futex") < 5, "{summary}");
 }
