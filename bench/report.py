@@ -15,7 +15,8 @@ that holds samples (one per run) appears once per sample. Keys:
   SUBJECT.cold_ns, .cold_pull_ns
                            samples: pull + first run, and the pull alone
   SUBJECT.batch_wall_s, .batch_user_s, .batch_sys_s, .batch_rss_kib
-                           samples, one per batch run (bench/rusage.py)
+                           samples, one per batch run (bench/rusage.py;
+                           the RSS from /usr/bin/time)
   SUBJECT.callgrind_file   a callgrind output file of the instruction run
   hyperfine.startup, hyperfine.docker_run
                            hyperfine --export-json files, commands named
@@ -547,7 +548,8 @@ class Bench:
             f"INPUT_FILE of {thousands(rows)} lines, BATCH_SIZE=100 over one keep-alive connection "
             "(CONCURRENCY=1 for ours; requests.Session for python; one http.Client for go), OUTPUT_FILE as JSON "
             f"lines; {fig['ours']['batch_runs']} runs each, and every output byte-identical to ours. CPU and peak "
-            "RSS are the client's alone, from wait4(2) (bench/rusage.py); the echo service's CPU is not counted. Client "
+            "RSS are the client's alone: CPU from wait4(2) to the microsecond (bench/rusage.py), peak RSS from /usr/bin/time, "
+            "whose own fork and exec (about 1 ms of CPU) are in every subject's CPU; the echo service's CPU is not counted. Client "
             "CPU per row is the mean client CPU divided by the rows."
         )
 

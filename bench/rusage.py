@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Runs a command and writes what it cost: scripts/bench's stop-watch for the
-batch row.
+"""Runs a command and writes the time it took: scripts/bench's stop-watch for
+the batch row.
 
     python3 bench/rusage.py OUT_FILE COMMAND [ARG...]
 
-Writes one line to OUT_FILE, `WALL_S USER_S SYS_S MAX_RSS_KIB`, with the
-times in seconds to the microsecond, from wait4(2): the command's own
-resource use and that of the children it waited for, nothing of this
-program's. Exits with the command's exit status (128 + N after signal N), and
-with 127 when the command cannot be started.
+Writes one line to OUT_FILE, `WALL_S USER_S SYS_S`, in seconds to the
+microsecond, the CPU times from wait4(2): the command's own and those of the
+children it waited for, nothing of this program's. Exits with the command's
+exit status (128 + N after signal N), and with 127 when the command cannot
+be started.
 
-It replaces `/usr/bin/time -f '%e %U %S %M'`, whose times have two decimals:
-at 10 ms steps, a client that spends 50 ms of CPU on a batch reads as 40 or
-60 ms, and a ratio to it is coarse.
+It replaces the times of `/usr/bin/time -f '%e %U %S'`, which have two
+decimals: at 10 ms steps, a client that spends 50 ms of CPU on a batch reads
+as 40 or 60 ms, and a ratio to it is coarse.
+
+Peak RSS is left out: wait4's ru_maxrss includes the memory of the process
+before its exec, which here is this Python program's 10 MB or more. Keep
+`/usr/bin/time -f %M` for it (a small C program), as the COMMAND.
 """
 
 import os
@@ -32,7 +36,7 @@ def measure(argv):
         raise CannotStart(f"cannot start {argv[0]}: {error.strerror}") from error
     _, status, usage = os.wait4(pid, 0)
     wall = time.monotonic() - started
-    line = f"{wall:.6f} {usage.ru_utime:.6f} {usage.ru_stime:.6f} {usage.ru_maxrss}"
+    line = f"{wall:.6f} {usage.ru_utime:.6f} {usage.ru_stime:.6f}"
     return os.waitstatus_to_exitcode(status), line
 
 
