@@ -537,7 +537,7 @@ class Bench:
         for s in self.batch_subjects:
             f = fig[s]
             cells = [
-                self.cell(f"{secs(f['batch_cpu_s'])} ± {secs(f['batch_cpu_stddev_s'])}", s, "batch_cpu_s"),
+                self.cell(ms(f["batch_cpu_s"], f["batch_cpu_stddev_s"]), s, "batch_cpu_s"),
                 f"{thousands(round(f['batch_cpu_ns_per_row']))} ns",
                 self.cell(f"{secs(f['batch_wall_s'])} ± {secs(f['batch_wall_stddev_s'])}", s, "batch_wall_s"),
                 self.cell(kib(f["batch_peak_rss_kib"]), s, "batch_peak_rss_kib"),

@@ -19,7 +19,10 @@ class RusageTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "out")
             code = rusage.main([out, *argv])
-            text = open(out, encoding="ascii").read() if os.path.exists(out) else None
+            text = None
+            if os.path.exists(out):
+                with open(out, encoding="ascii") as written:
+                    text = written.read()
         return code, text
 
     def test_measures_the_childs_cpu_and_wall_time_to_the_microsecond(self):
