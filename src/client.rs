@@ -33,14 +33,20 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// longer headers get a clear error, not a stall.
 const INPUT_BYTES: usize = MAX_HEADER_BYTES + 4096;
 
+/// A kept-alive connection idle longer than this is closed, not reused, as
+/// ureq did: a NAT or load balancer on the way may have dropped it without a
+/// word, and a request sent into it would wait out REQUEST_TIMEOUT.
+const MAX_IDLE: Duration = Duration::from_secs(15);
+
 /// Statuses that mean "not now" rather than "no": a proxy or load balancer in
 /// front of a service that is starting, or a service shedding load.
 const TRANSIENT_STATUSES: [u16; 4] = [429, 502, 503, 504];
 
 pub struct Client {
     resolved: ResolveCache,
-    /// Kept-alive connections not in use: one per worker at most.
-    idle: Mutex<Vec<Connection>>,
+    /// Kept-alive connections not in use, one per worker at most, and when
+    /// each became idle.
+    idle: Mutex<Vec<(Instant, Connection)>>,
     url: ServiceUrl,
     /// Parsed once: every request of a batch job goes to it.
     uri: Result<Uri, String>,
@@ -169,7 +175,7 @@ impl Client {
         log::debug!("HTTP {status} ({} bytes)", reply.body().len());
         if answer.reusable {
             if let Ok(mut idle) = self.idle.lock() {
-                idle.push(connection);
+                idle.push((Instant::now(), connection));
             }
         }
 
@@ -203,8 +209,9 @@ impl Client {
 
     /// A kept-alive connection that is still good, or a new one.
     fn connection(&self, uri: &Uri, deadline: Instant) -> Result<Connection, Failure> {
-        while let Some(mut connection) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            if connection.is_idle_and_open() {
+        while let Some((since, connection)) = self.idle.lock().ok().and_then(|mut idle| idle.pop())
+        {
+            if since.elapsed() < MAX_IDLE && connection.is_idle_and_open() {
                 return Ok(connection);
             }
         }
@@ -246,6 +253,10 @@ impl Client {
             F::BodyTooLarge(limit) => Failure::Fatal(Error::protocol(
                 &self.url.to_string(),
                 format!("reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"),
+            )),
+            F::Request(problem) => Failure::Fatal(Error::config(
+                "SERVICE_URL",
+                format!("no valid HTTP/1.1 request can be made for it: {problem}"),
             )),
             F::Protocol(problem) => Failure::Fatal(Error::protocol(
                 &self.url.to_string(),

@@ -27,7 +27,7 @@ use crate::transport::{Connection, IoFailure};
 
 /// Room for the request head: the request line and six headers. A URL too
 /// long for it fails as ureq-proto's "output overflow".
-const REQUEST_HEAD_BYTES: usize = 8 * 1024;
+const REQUEST_HEAD_BYTES: usize = 16 * 1024;
 
 /// What to send.
 pub struct Post<'a> {
@@ -57,6 +57,8 @@ pub enum Failure {
     Io(io::Error),
     /// The peer closed the connection before the reply was complete.
     Closed,
+    /// The request could not be written (the URL made it invalid).
+    Request(String),
     /// The reply broke HTTP/1.1.
     Protocol(String),
     /// The reply's body is longer than `max_body_bytes`.
@@ -87,12 +89,16 @@ pub fn post(
     reply: &mut Reply,
 ) -> Result<Answer, Failure> {
     let call = send_request(connection, post, head)?;
-    let (status, location, declared, call) = receive_head(connection, post, call)?;
-    if declared.is_some_and(|length| length > post.max_body_bytes) {
-        return Err(Failure::BodyTooLarge(post.max_body_bytes));
-    }
+    let (status, location, call) = receive_head(connection, post, call)?;
     let reusable = match call.proceed() {
         Some(RecvResponseResult::RecvBody(call)) => {
+            let declared = match call.body_mode() {
+                BodyMode::LengthDelimited(length) => Some(length),
+                _ => None,
+            };
+            if declared.is_some_and(|length| length > post.max_body_bytes) {
+                return Err(Failure::BodyTooLarge(post.max_body_bytes));
+            }
             let mut body = Body {
                 connection,
                 call,
@@ -141,17 +147,18 @@ fn send_request(
     request
         .headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(post.body.len()));
-    let mut call = Call::new(request)?.proceed();
+    let request_failure = |error: ureq_proto::Error| Failure::Request(error.to_string());
+    let mut call = Call::new(request).map_err(request_failure)?.proceed();
     if head.len() < REQUEST_HEAD_BYTES {
         head.resize(REQUEST_HEAD_BYTES, 0);
     }
     let mut written = 0;
     while !call.can_proceed() {
-        written += call.write(&mut head[written..])?;
+        written += call.write(&mut head[written..]).map_err(request_failure)?;
     }
-    let call = match call.proceed()? {
+    let call = match call.proceed().map_err(request_failure)? {
         Some(SendRequestResult::SendBody(call)) => Some(call),
-        Some(SendRequestResult::Await100(call)) => match call.proceed()? {
+        Some(SendRequestResult::Await100(call)) => match call.proceed().map_err(request_failure)? {
             Await100Result::SendBody(call) => Some(call),
             Await100Result::RecvResponse(call) => {
                 connection.send(&head[..written], &[], post.deadline)?;
@@ -168,13 +175,14 @@ fn send_request(
         return Err(Failure::Protocol("request head incomplete".to_owned()));
     };
     // The body goes out as it is, beside the head, not through a buffer.
-    call.consume_direct_write(post.body.len())?;
+    call.consume_direct_write(post.body.len())
+        .map_err(request_failure)?;
     connection.send(&head[..written], post.body, post.deadline)?;
     call.proceed()
         .ok_or_else(|| Failure::Protocol("request body incomplete".to_owned()))
 }
 
-type Head = (u16, Option<String>, Option<u64>, Call<RecvResponse>);
+type Head = (u16, Option<String>, Call<RecvResponse>);
 
 /// Reads until the reply's head is parsed, skipping 1xx interim replies.
 fn receive_head(
@@ -197,10 +205,7 @@ fn receive_head(
                     let location = headers
                         .get(LOCATION)
                         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-                    let declared = headers
-                        .get(CONTENT_LENGTH)
-                        .and_then(|value| value.to_str().ok()?.trim().parse().ok());
-                    return Ok((response.status().as_u16(), location, declared, call));
+                    return Ok((response.status().as_u16(), location, call));
                 }
                 // An interim reply (1xx) was taken: the rest may be the real one.
                 (used @ 1.., None) => {

@@ -9,8 +9,7 @@
 //!   out of a narrow window below the time left, not before every call (the
 //!   time left shrinks on every call);
 //! - the check that an idle connection is still usable is one
-//!   `recv(MSG_PEEK | MSG_DONTWAIT)`; and a connection checked a moment ago,
-//!   with no I/O since, is not checked again.
+//!   `recv(MSG_PEEK | MSG_DONTWAIT)`.
 
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,17 +17,17 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// A socket timeout in force may be this fraction shorter than the time
-/// left (1/512: 59 ms of a 30 s REQUEST_TIMEOUT). It never exceeds it, so a
-/// timeout can fire that much early, never late. Linux rounds socket
-/// timeouts up to a timer tick (up to 10 ms) anyway.
+/// left (1/512: 59 ms of a 30 s REQUEST_TIMEOUT), never longer; so a
+/// timeout can fire that much early, and late only by the timer tick (up to
+/// 10 ms) to which Linux rounds socket timeouts up.
 const TIMEOUT_SLACK_DIVISOR: u32 = 512;
 
-/// A probe younger than this, with no I/O since, still answers for the
-/// connection: it is probed when an exchange ends, and the next exchange
-/// starts microseconds later. A peer that closes within that moment is the
-/// same race as one closing just after a probe: the request fails as
-/// "connection reset" and is retried.
-const PROBE_FRESH_FOR: Duration = Duration::from_millis(1);
+/// Connection attempts made for one request, as ureq made: more addresses
+/// than this are not tried.
+const MAX_ADDRESSES: usize = 16;
+
+/// The shortest time one address gets to answer a connect.
+const MIN_CONNECT_SHARE: Duration = Duration::from_millis(10);
 
 /// Why a call on the connection failed.
 #[derive(Debug)]
@@ -59,26 +58,29 @@ pub struct Connection {
     filled: usize,
     read_timeout: SocketTimeout,
     write_timeout: SocketTimeout,
-    /// When the connection was last found usable, if there has been no I/O
-    /// since.
-    probed: Option<Instant>,
 }
 
 impl Connection {
-    /// Connects to the first of `addresses` that answers before `deadline`;
-    /// each gets an equal share of what is left, so that one that never
-    /// answers cannot use up the time of the next.
+    /// Connects to the first of `addresses` that answers before `deadline`.
+    /// Each but the last gets half the time left, so that the first, the
+    /// likeliest, has long enough to survive a lost SYN, and one that never
+    /// answers still leaves time for the rest.
     pub fn open(
         addresses: &[SocketAddr],
         deadline: Instant,
         input_bytes: usize,
     ) -> Result<Connection, IoFailure> {
         let mut last_error = IoFailure::TimedOut;
+        let addresses = &addresses[..addresses.len().min(MAX_ADDRESSES)];
         for (tried, address) in addresses.iter().enumerate() {
             let left = time_left(deadline)?;
-            let share = left / (addresses.len() - tried) as u32;
+            let share = if tried + 1 == addresses.len() {
+                left
+            } else {
+                (left / 2).max(MIN_CONNECT_SHARE).min(left)
+            };
             log::trace!("Connecting to {address}");
-            match TcpStream::connect_timeout(address, share.max(Duration::from_millis(10))) {
+            match TcpStream::connect_timeout(address, share) {
                 Ok(stream) => {
                     log::debug!("Connected to {address}");
                     // A request leaves in one call, so Nagle has nothing to
@@ -91,7 +93,6 @@ impl Connection {
                         filled: 0,
                         read_timeout: SocketTimeout::default(),
                         write_timeout: SocketTimeout::default(),
-                        probed: None,
                     });
                 }
                 Err(error) => {
@@ -106,7 +107,6 @@ impl Connection {
     /// Sends `head` and then `body` before `deadline`, in one call when the
     /// socket takes them.
     pub fn send(&mut self, head: &[u8], body: &[u8], deadline: Instant) -> Result<(), IoFailure> {
-        self.probed = None;
         let mut slices = [IoSlice::new(head), IoSlice::new(body)];
         let mut slices = &mut slices[..];
         while !slices.is_empty() {
@@ -147,7 +147,6 @@ impl Connection {
     /// Reads more after `input()`, waiting until `deadline`; 0 when the peer
     /// has closed the connection.
     pub fn fill(&mut self, deadline: Instant) -> Result<usize, IoFailure> {
-        self.probed = None;
         if self.filled == self.input.len() && self.used > 0 {
             self.input.copy_within(self.used..self.filled, 0);
             self.filled -= self.used;
@@ -173,16 +172,8 @@ impl Connection {
 
     /// True when nothing is waiting to be read and the peer has not closed
     /// the connection: the only state in which another request may follow.
-    pub fn is_idle_and_open(&mut self) -> bool {
-        if !self.input().is_empty() {
-            return false;
-        }
-        if self.probed.is_some_and(|at| at.elapsed() < PROBE_FRESH_FOR) {
-            return true;
-        }
-        let open = peek_would_block(&self.stream);
-        self.probed = open.then(Instant::now);
-        open
+    pub fn is_idle_and_open(&self) -> bool {
+        self.input().is_empty() && peek_would_block(&self.stream)
     }
 }
 
@@ -330,6 +321,12 @@ mod tests {
         assert_eq!(connection.input(), b"ghij");
         connection.take(4);
         assert!(connection.is_idle_and_open());
+        server.write_all(b"k").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!connection.is_idle_and_open(), "unasked bytes");
+        connection.fill(deadline).unwrap();
+        assert!(!connection.is_idle_and_open(), "unread input");
+        connection.take(1);
         drop(server);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(connection.fill(deadline).unwrap(), 0, "closed");

@@ -229,3 +229,19 @@ fn a_batch_request_costs_one_send_and_no_thread_hand_off() {
     assert!(seen.count("setsockopt") <= 3, "{summary}");
     assert!(seen.count("futex") < 5, "{summary}");
 }
+
+#[test]
+fn a_url_too_long_for_any_request_head_is_a_configuration_error() {
+    let server = serve(|request, _| echo("Bob", request));
+    let url = format!("{}?{}", server.url(), "q".repeat(20_000));
+    let outcome = job(&url).run();
+    outcome.assert_fails(
+        64,
+        "SERVICE_URL: no valid HTTP/1.1 request can be made for it",
+    );
+    assert!(server.requests().is_empty(), "{outcome}");
+    assert!(
+        outcome.lines("WARNING").is_empty(),
+        "not retried:\n{outcome}"
+    );
+}
