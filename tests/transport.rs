@@ -225,8 +225,9 @@ fn a_batch_request_costs_one_send_and_no_thread_hand_off() {
     assert!(seen.count("recvfrom") <= 3 * requests, "{summary}");
     // connect_timeout's two, and none a request.
     assert!(seen.count("ioctl") <= 2, "{summary}");
-    // TCP_NODELAY, then each direction's timeout once.
-    assert!(seen.count("setsockopt") <= 3, "{summary}");
+    // TCP_NODELAY, then each direction's timeout once; again only when a
+    // request waits long (tens of milliseconds on a loaded machine).
+    assert!(seen.count("setsockopt") < requests / 2, "{summary}");
     // A few at start-up and exit, whatever the timing (6 seen under load):
     // not one a request.
     assert!(seen.count("futex") < requests / 2, "{summary}");
