@@ -9,16 +9,15 @@
 //! about a sixth of the batch job's CPU (issue 11).
 //!
 //! Left out, as the job needs none of them: following redirects (they are
-//! reported), `Expect: 100-continue`, TLS, proxies, compression, cookies.
+//! reported), sending `Expect: 100-continue`, TLS, proxies, compression,
+//! cookies.
 
 use std::io::{self, ErrorKind, Read};
 use std::time::Instant;
 
 use ureq_proto::BodyMode;
 use ureq_proto::client::state::{RecvBody, RecvResponse};
-use ureq_proto::client::{
-    Await100Result, Call, RecvBodyResult, RecvResponseResult, SendRequestResult,
-};
+use ureq_proto::client::{Call, RecvBodyResult, RecvResponseResult, SendRequestResult};
 use ureq_proto::http::header::{CONTENT_LENGTH, LOCATION};
 use ureq_proto::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 
@@ -157,29 +156,26 @@ fn send_request(
         written += call.write(&mut head[written..]).map_err(request_failure)?;
     }
     let call = match call.proceed().map_err(request_failure)? {
-        Some(SendRequestResult::SendBody(call)) => Some(call),
-        Some(SendRequestResult::Await100(call)) => match call.proceed().map_err(request_failure)? {
-            Await100Result::SendBody(call) => Some(call),
-            Await100Result::RecvResponse(call) => {
-                connection.send(&head[..written], &[], post.deadline)?;
-                return Ok(call);
-            }
-        },
+        Some(SendRequestResult::SendBody(mut call)) => {
+            // The body goes out as it is, beside the head, not through a
+            // buffer.
+            call.consume_direct_write(post.body.len())
+                .map_err(request_failure)?;
+            connection.send(&head[..written], post.body, post.deadline)?;
+            call.proceed()
+                .ok_or_else(|| Failure::Request("request body incomplete".to_owned()))?
+        }
+        // An empty body (Content-Length: 0).
         Some(SendRequestResult::RecvResponse(call)) => {
             connection.send(&head[..written], &[], post.deadline)?;
-            return Ok(call);
+            call
         }
-        None => None,
+        // Await100 comes only after `Expect: 100-continue`, never sent.
+        Some(SendRequestResult::Await100(_)) | None => {
+            return Err(Failure::Request("request head incomplete".to_owned()));
+        }
     };
-    let Some(mut call) = call else {
-        return Err(Failure::Protocol("request head incomplete".to_owned()));
-    };
-    // The body goes out as it is, beside the head, not through a buffer.
-    call.consume_direct_write(post.body.len())
-        .map_err(request_failure)?;
-    connection.send(&head[..written], post.body, post.deadline)?;
-    call.proceed()
-        .ok_or_else(|| Failure::Protocol("request body incomplete".to_owned()))
+    Ok(call)
 }
 
 type Head = (u16, Option<String>, Call<RecvResponse>);
