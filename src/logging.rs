@@ -137,8 +137,8 @@ impl log::Log for Logger {
 static HIDDEN: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
 
 /// From now on, every log line has each of `secrets` replaced by `***`,
-/// whichever crate logs it (ureq's debug lines show response headers as
-/// the service sent them, for one). Only the first call counts.
+/// whichever crate logs it (ureq-proto's, for one, which may quote what the
+/// service sent). Only the first call counts.
 pub fn hide(secrets: &[Vec<u8>]) {
     let _ = HIDDEN.set(secrets.to_vec());
 }
