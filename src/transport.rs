@@ -266,18 +266,21 @@ mod tests {
                 assert!(in_force <= left, "{in_force:?} in force with {left:?} left");
             }
         }
-        assert_eq!(SET.with(Cell::get), 1);
+        // Once, unless this thread stalled for longer than the window (29 ms)
+        // on a loaded machine: not once a call, as before.
+        let first = SET.with(Cell::get);
+        assert!((1..=3).contains(&first), "{first} settings in 3,000 calls");
         // What the kernel keeps, to a timer tick.
         let kernel = stream.read_timeout().unwrap().unwrap();
         assert!(kernel.abs_diff(timeout.in_force.unwrap()) < Duration::from_millis(10));
         // A request that has waited longer than the window is wide.
-        let deadline = Instant::now() + full - Duration::from_millis(100);
+        let deadline = Instant::now() + full - Duration::from_secs(1);
         timeout.allow(&stream, deadline, counting).unwrap();
-        assert_eq!(SET.with(Cell::get), 2);
+        assert_eq!(SET.with(Cell::get), first + 1);
         // A shorter timeout is set at once.
         let deadline = Instant::now() + Duration::from_secs(1);
         timeout.allow(&stream, deadline, counting).unwrap();
-        assert_eq!(SET.with(Cell::get), 3);
+        assert_eq!(SET.with(Cell::get), first + 2);
         assert!(timeout.in_force.unwrap() <= Duration::from_secs(1));
     }
 
