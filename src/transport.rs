@@ -272,7 +272,7 @@ mod tests {
         assert!((1..=3).contains(&first), "{first} settings in 3,000 calls");
         // What the kernel keeps, to a timer tick.
         let kernel = stream.read_timeout().unwrap().unwrap();
-        assert!(kernel.abs_diff(timeout.in_force.unwrap()) < Duration::from_millis(10));
+        assert!(kernel.abs_diff(timeout.in_force.unwrap()) <= Duration::from_millis(20));
         // A request that has waited longer than the window is wide.
         let deadline = Instant::now() + full - Duration::from_secs(1);
         timeout.allow(&stream, deadline, counting).unwrap();
