@@ -2,26 +2,26 @@
 //! with backoff while the failure is the kind that passes (the service is
 //! still starting, restarting, or overloaded).
 //!
-//! The wire format lives in `rows`, HTTP in `http`, the socket in
-//! `transport`; this module keeps connections, and decides which failures to
-//! retry.
+//! HTTP is ureq's: its agent keeps the connections alive, parses replies and
+//! their framing, and times each call out. The wire format lives in `rows`;
+//! this module decides which failures to retry, and how soon.
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::ErrorKind;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ureq_proto::http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
-use ureq_proto::http::{HeaderMap, HeaderValue, Uri};
+use ureq::Agent;
+use ureq::http::header::{CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
+use ureq::http::{HeaderMap, HeaderValue, Method, Request};
+use ureq::unversioned::transport::TcpConnector;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
-use crate::http::{self, Post};
 use crate::logging::Seconds;
-use crate::resolve::ResolveCache;
-use crate::rows::{self, Reply};
-use crate::transport::{Connection, IoFailure};
+use crate::resolve::{CachingResolver, ResolveCache};
+use crate::rows::{self, Problem, Reply};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -29,27 +29,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The largest block of reply headers accepted.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Read buffer per connection: a little more than the header limit, so that
-/// longer headers get a clear error, not a stall.
-const INPUT_BYTES: usize = MAX_HEADER_BYTES + 4096;
-
-/// A kept-alive connection idle longer than this is closed, not reused, as
-/// ureq did: a NAT or load balancer on the way may have dropped it without a
-/// word, and a request sent into it would wait out REQUEST_TIMEOUT.
-const MAX_IDLE: Duration = Duration::from_secs(15);
-
 /// Statuses that mean "not now" rather than "no": a proxy or load balancer in
 /// front of a service that is starting, or a service shedding load.
 const TRANSIENT_STATUSES: [u16; 4] = [429, 502, 503, 504];
 
 pub struct Client {
-    resolved: ResolveCache,
-    /// Kept-alive connections not in use, one per worker at most, and when
-    /// each became idle.
-    idle: Mutex<Vec<(Instant, Connection)>>,
+    agent: Agent,
+    resolved: Arc<ResolveCache>,
     url: ServiceUrl,
-    /// Parsed once: every request of a batch job goes to it.
-    uri: Result<Uri, String>,
     /// The request's own headers, built once and cloned per request.
     headers: HeaderMap,
     connect_timeout: Duration,
@@ -61,29 +48,64 @@ pub struct Client {
 
 /// How one attempt failed.
 enum Failure {
-    /// Worth another attempt until the retry deadline.
+    /// The connection was closed or reset before the reply began. On a
+    /// kept-alive connection that is most often a server that closed it
+    /// while it sat idle, so the request is worth sending again at once.
+    Dropped(String),
+    /// Worth another attempt, after a backoff, until the retry deadline.
     Transient(String),
     Fatal(Error),
 }
 
+/// What one attempt may take.
+struct Limits {
+    connect: Duration,
+    request: Duration,
+    /// Open a new connection rather than reuse a kept-alive one.
+    new_connection: bool,
+}
+
 impl Client {
     pub fn new(config: &Config) -> Client {
-        // Before the first request: ureq-proto's log lines may quote what the
-        // service sends back, password and all.
-        crate::logging::hide(config.service.secrets());
-        // Header names and values as constants, checked at compile time.
+        let agent_config = Agent::config_builder()
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_global(Some(config.request_timeout))
+            // Status codes are ours to judge; a 3xx answer to a POST is an
+            // error to report, not a hop to follow.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            // Service-to-service traffic stays inside the SPCS network; an
+            // HTTP_PROXY meant for egress must not capture it.
+            .proxy(None)
+            .user_agent(concat!("service-to-service/", env!("CARGO_PKG_VERSION")))
+            .accept("application/json")
+            // One idle connection per request thread.
+            .max_idle_connections(config.concurrency)
+            .max_idle_connections_per_host(config.concurrency)
+            // ureq's default buffers are 128 KiB each way per connection.
+            // Replies' headers must fit the input buffer, so it is a little
+            // larger than the header limit: longer headers get a clear error,
+            // not a stall. Request bodies stream through the output buffer.
+            .max_response_header_size(MAX_HEADER_BYTES)
+            .input_buffer_size(MAX_HEADER_BYTES + 4096)
+            .output_buffer_size(MAX_HEADER_BYTES)
+            .build();
         const JSON: HeaderValue = HeaderValue::from_static("application/json");
-        const AGENT: HeaderValue =
-            HeaderValue::from_static(concat!("service-to-service/", env!("CARGO_PKG_VERSION")));
-        let mut headers = HeaderMap::with_capacity(3);
+        let mut headers = HeaderMap::with_capacity(1);
         headers.insert(CONTENT_TYPE, JSON);
-        headers.insert(ACCEPT, JSON);
-        headers.insert(USER_AGENT, AGENT);
+        let resolved = Arc::new(ResolveCache::default());
+        let agent = Agent::with_parts(
+            agent_config,
+            // Plain TCP: the SOCKS and CONNECT proxy steps of ureq's default
+            // chain would be skipped anyway, with no proxy.
+            TcpConnector::default(),
+            CachingResolver(Arc::clone(&resolved)),
+        );
         Client {
-            resolved: ResolveCache::default(),
-            idle: Mutex::new(Vec::new()),
+            agent,
+            resolved,
             url: config.service.clone(),
-            uri: Uri::try_from(config.service.as_request_url()).map_err(|e| e.to_string()),
             headers,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
@@ -103,38 +125,45 @@ impl Client {
     }
 
     /// POSTs the request `body` for rows with the indices `sent`
-    /// (ascending), and leaves the checked reply in `reply`. `head` is a
-    /// buffer kept between requests, for the request's head.
-    pub fn send(
-        &self,
-        body: &[u8],
-        sent: &[u64],
-        head: &mut Vec<u8>,
-        reply: &mut Reply,
-    ) -> Result<(), Error> {
+    /// (ascending), and leaves the checked reply in `reply`.
+    ///
+    /// The first attempt has the full CONNECT_TIMEOUT and REQUEST_TIMEOUT.
+    /// Retries follow while RETRY_DEADLINE, counted from the first attempt,
+    /// has time left, and each is cut short so as to end by it.
+    pub fn send(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
         let started = Instant::now();
+        let deadline = started + self.retry_deadline;
+        let mut limits = Limits {
+            connect: self.connect_timeout,
+            request: self.request_timeout,
+            new_connection: false,
+        };
         let mut attempt = 1;
+        let mut sent_again = false;
         loop {
-            let cause = match self.attempt(body, sent, head, reply) {
+            let cause = match self.attempt(body, sent, reply, &limits) {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(error)) => return Err(error),
-                Err(Failure::Transient(cause)) => cause,
+                Err(Failure::Dropped(cause)) if !sent_again => {
+                    log::debug!("{cause}; sending the request again on a new connection");
+                    sent_again = true;
+                    limits.new_connection = true;
+                    continue;
+                }
+                Err(Failure::Dropped(cause) | Failure::Transient(cause)) => cause,
             };
             // The service may have moved: look its name up again next time.
             self.resolved.forget();
-            let elapsed = started.elapsed();
-            let Some(left) = self
-                .retry_deadline
-                .checked_sub(elapsed)
-                .filter(|d| !d.is_zero())
-            else {
-                return Err(Error::Unreachable {
-                    url: self.url.to_string(),
-                    attempts: attempt,
-                    elapsed,
-                    cause,
-                });
+            let unreachable = || Error::Unreachable {
+                url: self.url.to_string(),
+                attempts: attempt,
+                elapsed: started.elapsed(),
+                cause: cause.clone(),
             };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(unreachable());
+            }
             let delay = backoff(attempt).min(left);
             log::warn!(
                 "Attempt {attempt} to reach {} failed: {cause}; retrying in {}",
@@ -143,6 +172,15 @@ impl Client {
             );
             self.retries.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(delay);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(unreachable());
+            }
+            limits = Limits {
+                connect: self.connect_timeout.min(left),
+                request: self.request_timeout.min(left),
+                new_connection: false,
+            };
             attempt += 1;
         }
     }
@@ -151,33 +189,55 @@ impl Client {
         &self,
         body: &[u8],
         sent: &[u64],
-        head: &mut Vec<u8>,
         reply: &mut Reply,
+        limits: &Limits,
     ) -> Result<(), Failure> {
-        let uri = match &self.uri {
-            Ok(uri) => uri,
-            Err(problem) => return Err(Failure::Fatal(Error::config("SERVICE_URL", problem))),
-        };
-        let deadline = Instant::now() + self.request_timeout;
-        let mut connection = self.connection(uri, deadline)?;
-        log::debug!("POST {} ({} bytes)", self.url, body.len());
-        let post = Post {
-            uri,
-            headers: &self.headers,
-            body,
-            deadline,
-            max_head_bytes: MAX_HEADER_BYTES,
-            max_body_bytes: self.max_response_bytes,
-        };
-        let answer =
-            http::post(&mut connection, &post, head, reply).map_err(|e| self.classify(e))?;
-        let status = answer.status;
-        log::debug!("HTTP {status} ({} bytes)", reply.body().len());
-        if answer.reusable {
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.push((Instant::now(), connection));
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.url.uri().clone();
+        *request.headers_mut() = self.headers.clone();
+        let own_limits = limits.new_connection
+            || limits.connect != self.connect_timeout
+            || limits.request != self.request_timeout;
+        if own_limits {
+            let mut config = self
+                .agent
+                .configure_request(request)
+                .timeout_connect(Some(limits.connect))
+                .timeout_global(Some(limits.request));
+            if limits.new_connection {
+                // No kept-alive connection is young enough for this request.
+                config = config.max_idle_age(Duration::ZERO);
             }
+            request = config.build();
         }
+        log::debug!("POST {} ({} bytes)", self.url, body.len());
+        let mut response = self.agent.run(request).map_err(|e| self.before_reply(e))?;
+        let status = response.status().as_u16();
+        let length = response.body().content_length();
+        if length.is_some_and(|length| length > self.max_response_bytes) {
+            return Err(self.classify(ureq::Error::BodyExceedsLimit(self.max_response_bytes)));
+        }
+        // Neither a length nor chunks: the body ends where the connection
+        // does, so a body cut short by a reset looks complete.
+        let ends_at_close = length.is_none()
+            && !response
+                .headers()
+                .get(TRANSFER_ENCODING)
+                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"chunked"));
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        let reader = response
+            .body_mut()
+            .with_config()
+            .limit(self.max_response_bytes)
+            .reader();
+        reply
+            .read_body(reader)
+            .map_err(|e| self.classify(e.into()))?;
+        log::debug!("HTTP {status} ({} bytes)", reply.body().len());
 
         if TRANSIENT_STATUSES.contains(&status) {
             return Err(Failure::Transient(format!("HTTP {status}")));
@@ -193,12 +253,15 @@ impl Client {
             ))
         };
         match status {
-            200..=299 => reply
-                .decode(sent)
-                .map_err(|problem| protocol(problem.describe(&self.url.redact(reply.body())))),
+            200..=299 => reply.decode(sent).map_err(|problem| match problem {
+                Problem::EndsEarly if ends_at_close => Failure::Transient(
+                    "the connection closed before the reply's JSON was complete".to_owned(),
+                ),
+                problem => protocol(problem.describe(&self.url.redact(reply.body()))),
+            }),
             300..=399 => Err(protocol(format!(
                 "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
-                answer.location.as_deref().unwrap_or("(no Location header)")
+                location.as_deref().unwrap_or("(no Location header)")
             ))),
             _ => Err(protocol(format!(
                 "HTTP {status}: {}",
@@ -207,61 +270,61 @@ impl Client {
         }
     }
 
-    /// A kept-alive connection that is still good, or a new one.
-    fn connection(&self, uri: &Uri, deadline: Instant) -> Result<Connection, Failure> {
-        while let Some((since, connection)) = self.idle.lock().ok().and_then(|mut idle| idle.pop())
-        {
-            if since.elapsed() < MAX_IDLE && connection.is_idle_and_open() {
-                return Ok(connection);
-            }
+    /// A failure before the reply's head was read whole.
+    fn before_reply(&self, error: ureq::Error) -> Failure {
+        match &error {
+            ureq::Error::Io(io) => match io.kind() {
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => {
+                    Failure::Dropped("connection reset before the reply".to_owned())
+                }
+                ErrorKind::UnexpectedEof => {
+                    Failure::Dropped("connection closed before the reply".to_owned())
+                }
+                _ => self.classify(error),
+            },
+            _ => self.classify(error),
         }
-        let host = uri.host().unwrap_or_default();
-        let port = uri.port_u16().unwrap_or(80);
-        let addresses = self
-            .resolved
-            .resolve(host, port, deadline)
-            .map_err(|problem| Failure::Transient(format!("network error: {problem}")))?;
-        if addresses.is_empty() {
-            return Err(Failure::Transient("host not found (DNS)".to_owned()));
-        }
-        let connect_by = deadline.min(Instant::now() + self.connect_timeout);
-        Connection::open(&addresses, connect_by, INPUT_BYTES).map_err(|failure| match failure {
-            IoFailure::TimedOut => Failure::Transient("timed out (connect)".to_owned()),
-            IoFailure::Io(io) => self.classify(http::Failure::Io(io)),
-        })
     }
 
-    fn classify(&self, failure: http::Failure) -> Failure {
-        use http::Failure as F;
-        match failure {
-            F::TimedOut => Failure::Transient("timed out".to_owned()),
-            // The peer closed mid-exchange: a restart looks exactly like this.
-            F::Closed => {
-                Failure::Transient("connection closed before the reply was complete".to_owned())
-            }
-            F::Io(io) => match io.kind() {
+    fn classify(&self, error: ureq::Error) -> Failure {
+        use ureq::Error as E;
+        let protocol =
+            |problem: String| Failure::Fatal(Error::protocol(&self.url.to_string(), problem));
+        match error {
+            E::HostNotFound => Failure::Transient("host not found (DNS)".to_owned()),
+            E::ConnectionFailed => Failure::Transient("connection failed".to_owned()),
+            E::Timeout(which) => Failure::Transient(format!("timed out ({which})")),
+            E::BodyStalled => Failure::Transient("the reply stalled".to_owned()),
+            E::Io(io) => match io.kind() {
                 ErrorKind::ConnectionRefused => Failure::Transient("connection refused".to_owned()),
                 ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
                 | ErrorKind::BrokenPipe => Failure::Transient("connection reset".to_owned()),
+                // The peer closed mid-exchange: a restart looks exactly like this.
                 ErrorKind::UnexpectedEof => {
                     Failure::Transient("connection closed before the reply was complete".to_owned())
                 }
-                // Everything else is the network's.
+                ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+                    Failure::Transient("timed out".to_owned())
+                }
+                // The peer's bytes broke HTTP framing: the service answered wrongly.
+                ErrorKind::InvalidData | ErrorKind::InvalidInput => {
+                    protocol(format!("malformed reply: {io}"))
+                }
+                // Everything else is the network's: a failed DNS lookup
+                // arrives here too.
                 _ => Failure::Transient(format!("network error: {io}")),
             },
-            F::BodyTooLarge(limit) => Failure::Fatal(Error::protocol(
-                &self.url.to_string(),
-                format!("reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"),
+            E::BodyExceedsLimit(limit) => protocol(format!(
+                "reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"
             )),
-            F::Request(problem) => Failure::Fatal(Error::config(
-                "SERVICE_URL",
-                format!("no valid HTTP/1.1 request can be made for it: {problem}"),
+            E::Protocol(problem) => protocol(format!("reply is not valid HTTP/1.1: {problem}")),
+            E::LargeResponseHeader(_, limit) => protocol(format!(
+                "reply is not valid HTTP/1.1: its headers exceed {limit} bytes"
             )),
-            F::Protocol(problem) => Failure::Fatal(Error::protocol(
-                &self.url.to_string(),
-                format!("reply is not valid HTTP/1.1: {problem}"),
-            )),
+            other => protocol(other.to_string()),
         }
     }
 }

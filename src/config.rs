@@ -13,6 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use percent_encoding::percent_decode_str;
+use ureq::http::Uri;
 
 use crate::error::Error;
 use crate::rows::InputFormat;
@@ -102,6 +103,9 @@ pub fn help() -> String {
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_BATCH_SIZE: usize = 100_000;
 const MAX_CONCURRENCY: usize = 256;
+/// A URL's path goes into the request line and its host and credentials into
+/// headers; with this cap every request head fits the client's write buffer.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -144,7 +148,9 @@ impl Shard {
 /// log line can carry it by accident.
 #[derive(Clone, PartialEq)]
 pub struct ServiceUrl {
-    full: String,
+    /// Parsed once, here, so that a URL the client cannot use is refused
+    /// before anything is sent.
+    uri: Uri,
     redacted: String,
     /// Every form in which the password could come back in a reply: as
     /// written, percent-decoded, and inside the Basic authorization token
@@ -158,9 +164,9 @@ pub struct ServiceUrl {
 const SHORTEST_REDACTED_PASSWORD: usize = 4;
 
 impl ServiceUrl {
-    /// The URL as given, credentials included: for the HTTP client only.
-    pub fn as_request_url(&self) -> &str {
-        &self.full
+    /// The URL as the HTTP client takes it, credentials included.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
     }
 
     /// `text` with every form of the URL's password replaced by `***`, for
@@ -462,9 +468,16 @@ pub fn parse_service_url(url: &str) -> Result<ServiceUrl, Error> {
             _ => return Err(bad(format!("has port {port:?}; a port is 1 to 65535"))),
         }
     }
-    if ureq_proto::http::Uri::try_from(url).is_err() {
-        return Err(bad(format!("is not a valid URL; {example}")));
+    if url.len() > MAX_URL_BYTES {
+        return Err(bad(format!(
+            "no valid HTTP/1.1 request can be made for it: it is {} bytes long, and a \
+             request head carries at most {MAX_URL_BYTES}",
+            url.len()
+        )));
     }
+    let Ok(uri) = Uri::try_from(url) else {
+        return Err(bad(format!("is not a valid URL; {example}")));
+    };
     let redacted = match userinfo {
         Some(userinfo) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
@@ -474,7 +487,7 @@ pub fn parse_service_url(url: &str) -> Result<ServiceUrl, Error> {
         None => url.to_owned(),
     };
     Ok(ServiceUrl {
-        full: url.to_owned(),
+        uri,
         redacted,
         secrets: userinfo.map(secrets_of).unwrap_or_default(),
     })
@@ -589,12 +602,15 @@ mod tests {
             "http://[::1]:8000/echo"
         );
         assert_eq!(
-            url("http://h/echo?x=1&y=2").as_request_url(),
+            url("http://h/echo?x=1&y=2").uri().to_string(),
             "http://h/echo?x=1&y=2"
         );
         let secret = url("http://bob:s3cret@h:8000/echo?q=1");
         assert_eq!(secret.to_string(), "http://bob:***@h:8000/echo?q=1");
-        assert_eq!(secret.as_request_url(), "http://bob:s3cret@h:8000/echo?q=1");
+        assert_eq!(
+            secret.uri().to_string(),
+            "http://bob:s3cret@h:8000/echo?q=1"
+        );
         assert!(!format!("{secret:?}").contains("s3cret"));
     }
 

@@ -290,10 +290,9 @@ impl Senders {
     }
 }
 
-/// A request's head and body, built anew into the same buffers each time.
+/// A request's body, built anew into the same buffer each time.
 #[derive(Default)]
 struct Request {
-    head: Vec<u8>,
     body: Vec<u8>,
 }
 
@@ -309,12 +308,7 @@ fn send(client: &Client, mut slot: Slot, request: &mut Request, log_rows: bool) 
         log::debug!("Sending {} rows from index {first}", batch.len());
     }
     rows::encode_request(batch, &mut request.body);
-    let result = client.send(
-        &request.body,
-        batch.indices(),
-        &mut request.head,
-        &mut slot.reply,
-    );
+    let result = client.send(&request.body, batch.indices(), &mut slot.reply);
     (slot, result)
 }
 

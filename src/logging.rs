@@ -1,8 +1,10 @@
 //! Log lines on stdout in the tutorial's Python `logging` format:
 //! `service-to-service [2023-04-29 21:52:09,208] [INFO] message`.
 //!
-//! Timestamps are UTC and computed here from the epoch; a date crate would
-//! cost more bytes than the twenty lines of calendar arithmetic it replaces.
+//! env_logger reads `RUST_LOG` and writes each record whole; this module
+//! gives it the format. Timestamps are UTC and computed here from the epoch:
+//! env_logger's own come with a date crate, which costs more bytes than the
+//! twenty lines of calendar arithmetic below.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -23,114 +25,41 @@ const LOGGER_NAME: &str = "service-to-service";
 pub fn init() -> Result<(), Error> {
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
     let checked = check_spec(&spec);
-    let filter = Filter::new(if checked.is_ok() { &spec } else { "" });
-    log::set_max_level(filter.max_level());
+    let spec = if checked.is_ok() { spec.as_str() } else { "" };
     // Only fails if a logger is already set, which would be a bug in main.
-    let _ = log::set_logger(Box::leak(Box::new(Logger { filter })));
+    let _ = builder(spec).try_init();
     checked
 }
 
-/// The `RUST_LOG` directives, as env_logger read them: the longest module
-/// name that starts the record's target decides, and a bare level is the
-/// default for every other target.
-///
-/// This module and `Logger` replace env_logger (with no default features,
-/// all of it the job used: filter, format, stdout). Measured: 13,856 bytes
-/// (gzip -9 of the binary: 7,891) off the stable release binary, 8,112
-/// (4,517) off the tiny one. Most of that was its filter builder's stable sort and its formatter and
-/// writer machinery, none of which the job's one format needs.
-struct Filter {
-    /// Most specific (longest name) first; `None` (every target) last.
-    directives: Vec<(Option<String>, LevelFilter)>,
-}
-
-impl Filter {
-    /// From a spec that `check_spec` accepted.
-    fn new(spec: &str) -> Filter {
-        let mut filter = Filter {
-            directives: vec![(None, LevelFilter::Info)],
-        };
-        for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-            let (name, level) = match directive.split_once('=') {
-                Some((name, level)) => (Some(name.to_owned()), level.trim()),
-                None => (None, directive),
-            };
-            filter.set(name, level.parse().unwrap_or(LevelFilter::Info));
-        }
+/// The logger for a `RUST_LOG` that `check_spec` accepted.
+fn builder(spec: &str) -> env_logger::Builder {
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(LevelFilter::Info)
+        .parse_filters(spec)
         // At trace, ureq-proto hex-dumps every byte sent and received, the
-        // Authorization header (the URL's password in base64) included. Its
-        // requests and responses are still logged at debug, with that header
-        // redacted. The most specific directive wins, so this holds whatever
-        // RUST_LOG says.
-        filter.set(Some("ureq_proto::util".to_owned()), LevelFilter::Off);
-        filter
-    }
-
-    /// A later directive for the same name replaces the earlier one.
-    fn set(&mut self, name: Option<String>, level: LevelFilter) {
-        let length = |name: &Option<String>| name.as_ref().map_or(0, String::len);
-        if let Some(same) = self.directives.iter_mut().find(|(n, _)| *n == name) {
-            same.1 = level;
-            return;
-        }
-        let at = self
-            .directives
-            .iter()
-            .position(|(n, _)| n.is_none() || length(n) < length(&name))
-            .unwrap_or(self.directives.len());
-        self.directives.insert(at, (name, level));
-    }
-
-    fn level_for(&self, target: &str) -> LevelFilter {
-        self.directives
-            .iter()
-            .find(|(name, _)| name.as_deref().is_none_or(|name| target.starts_with(name)))
-            .map_or(LevelFilter::Off, |(_, level)| *level)
-    }
-
-    fn max_level(&self) -> LevelFilter {
-        self.directives
-            .iter()
-            .map(|(_, level)| *level)
-            .max()
-            .unwrap_or(LevelFilter::Off)
-    }
-}
-
-struct Logger {
-    filter: Filter,
-}
-
-impl log::Log for Logger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= self.filter.level_for(metadata.target())
-    }
-
-    /// One line, written whole, so lines from several threads never mix.
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let (time, level) = (Timestamp::now(), python_level_name(record.level()));
-        let mut line = Vec::with_capacity(128);
-        let _ = match HIDDEN.get().filter(|secrets| !secrets.is_empty()) {
-            None => writeln!(line, "{LOGGER_NAME} [{time}] [{level}] {}", record.args()),
-            Some(secrets) => {
-                let message = record.args().to_string();
-                let message = redact(secrets, message.as_bytes());
-                writeln!(
-                    line,
-                    "{LOGGER_NAME} [{time}] [{level}] {}",
-                    String::from_utf8_lossy(&message)
-                )
+        // Authorization header (the URL's password in base64) included.
+        // Requests and replies are still logged at debug, by ureq. A later
+        // directive for the same module replaces an earlier one, so this
+        // holds whatever RUST_LOG says.
+        .filter_module("ureq_proto::util", LevelFilter::Off)
+        .target(env_logger::Target::Stdout)
+        .format(|out, record| {
+            let (time, level) = (Timestamp::now(), python_level_name(record.level()));
+            match HIDDEN.get().filter(|secrets| !secrets.is_empty()) {
+                None => writeln!(out, "{LOGGER_NAME} [{time}] [{level}] {}", record.args()),
+                Some(secrets) => {
+                    let message = record.args().to_string();
+                    let message = redact(secrets, message.as_bytes());
+                    writeln!(
+                        out,
+                        "{LOGGER_NAME} [{time}] [{level}] {}",
+                        String::from_utf8_lossy(&message)
+                    )
+                }
             }
-        };
-        let _ = std::io::stdout().lock().write_all(&line);
-    }
-
-    fn flush(&self) {
-        let _ = std::io::stdout().lock().flush();
-    }
+        });
+    builder
 }
 
 /// Text that no log line may carry: the forms of the service URL's password.
@@ -343,29 +272,49 @@ mod tests {
         assert_eq!(python_level_name(Level::Error), "ERROR");
     }
 
+    /// The most verbose level `logger` logs for `target`.
+    fn level_for(logger: &env_logger::Logger, target: &str) -> LevelFilter {
+        use log::Log;
+        let logs = |level: Level| {
+            logger.enabled(&log::Metadata::builder().level(level).target(target).build())
+        };
+        [
+            Level::Trace,
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+        ]
+        .into_iter()
+        .find(|level| logs(*level))
+        .map_or(LevelFilter::Off, |level| level.to_level_filter())
+    }
+
     #[test]
     fn the_most_specific_directive_decides() {
-        let filter = Filter::new("");
+        let logger = builder("").build();
         assert_eq!(
-            filter.level_for("service_to_service::job"),
+            level_for(&logger, "service_to_service::job"),
             LevelFilter::Info
         );
-        assert_eq!(filter.level_for("ureq_proto::util"), LevelFilter::Off);
-        assert_eq!(filter.max_level(), LevelFilter::Info);
-        let filter = Filter::new("debug, ureq=trace,ureq::pool=warn,ureq_proto=trace,DEBUG");
-        assert_eq!(filter.level_for("service_to_service"), LevelFilter::Debug);
-        assert_eq!(filter.level_for("ureq::run"), LevelFilter::Trace);
-        assert_eq!(filter.level_for("ureq::pool"), LevelFilter::Warn);
-        assert_eq!(filter.level_for("ureq_proto::client"), LevelFilter::Trace);
-        assert_eq!(filter.level_for("ureq_proto::util"), LevelFilter::Off);
-        assert_eq!(filter.max_level(), LevelFilter::Trace);
-        let filter = Filter::new("off,service_to_service=info,service_to_service=error");
-        assert_eq!(filter.level_for("ureq::run"), LevelFilter::Off);
+        assert_eq!(level_for(&logger, "ureq_proto::util"), LevelFilter::Off);
+        assert_eq!(logger.filter(), LevelFilter::Info);
+        let logger = builder("debug, ureq=trace,ureq::pool=warn,ureq_proto=trace,DEBUG").build();
+        assert_eq!(level_for(&logger, "service_to_service"), LevelFilter::Debug);
+        assert_eq!(level_for(&logger, "ureq::run"), LevelFilter::Trace);
+        assert_eq!(level_for(&logger, "ureq::pool"), LevelFilter::Warn);
+        assert_eq!(level_for(&logger, "ureq_proto::client"), LevelFilter::Trace);
+        assert_eq!(level_for(&logger, "ureq_proto::util"), LevelFilter::Off);
+        assert_eq!(logger.filter(), LevelFilter::Trace);
+        let logger = builder("ureq_proto::util=trace,off").build();
+        assert_eq!(level_for(&logger, "ureq_proto::util"), LevelFilter::Off);
+        let logger = builder("off,service_to_service=info,service_to_service=error").build();
+        assert_eq!(level_for(&logger, "ureq::run"), LevelFilter::Off);
         assert_eq!(
-            filter.level_for("service_to_service::job"),
+            level_for(&logger, "service_to_service::job"),
             LevelFilter::Error
         );
-        assert_eq!(filter.max_level(), LevelFilter::Error);
+        assert_eq!(logger.filter(), LevelFilter::Error);
     }
 
     #[test]

@@ -6,8 +6,6 @@
 mod client;
 mod config;
 mod error;
-mod heap;
-mod http;
 mod input;
 mod job;
 mod logging;
@@ -16,10 +14,14 @@ mod resolve;
 mod rows;
 mod signals;
 mod thread_name;
-mod transport;
 mod unwind;
 
 use std::process::ExitCode;
+
+/// dlmalloc keeps the pages it is given; musl's allocator maps and unmaps
+/// them on nearly every request of a batch job.
+#[global_allocator]
+static HEAP: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() -> ExitCode {
     if let Some(code) = answer_command_line() {
@@ -32,7 +34,12 @@ fn main() -> ExitCode {
     }
     let outcome = logging::init()
         .and_then(|()| config::Config::from_env())
-        .and_then(|config| job::run(&config));
+        .and_then(|config| {
+            // Before the first request: the client's log lines may quote
+            // what the service sends back, password and all.
+            logging::hide(config.service.secrets());
+            job::run(&config)
+        });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

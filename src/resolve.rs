@@ -7,12 +7,21 @@
 //! resolv.conf search list itself, asking libc for one absolute name at a time
 //! and moving on after a failure, as glibc and Go order the names. Answers are
 //! reused for a few seconds and dropped after a failed attempt.
+//!
+//! It plugs into ureq as its resolver, through ureq's `unversioned` module:
+//! that interface is outside ureq's semver promise, so Cargo.toml pins ureq
+//! to one version.
 
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use ureq::config::Config as AgentConfig;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
 
 /// How long a resolved address is reused while connections succeed.
 const RESOLVE_TTL: Duration = Duration::from_secs(5);
@@ -29,15 +38,15 @@ const MAX_NDOTS: usize = 15;
 /// when an attempt fails (the service may have moved).
 #[derive(Debug, Default)]
 pub struct ResolveCache {
-    last: Mutex<Option<Answer>>,
+    last: Mutex<Option<Lookup>>,
 }
 
+/// One lookup's answer: for which `host:port`, and when.
 #[derive(Debug)]
-struct Answer {
-    host: String,
-    port: u16,
+struct Lookup {
+    authority: String,
     at: Instant,
-    addresses: Vec<SocketAddr>,
+    addresses: ResolvedSocketAddrs,
 }
 
 impl ResolveCache {
@@ -46,35 +55,46 @@ impl ResolveCache {
             *last = None;
         }
     }
+}
 
-    /// The addresses of `host`, IPv4 first, each with `port`; the lookup
-    /// gives up at `deadline`.
-    pub fn resolve(
+/// ureq's resolver, answering from the shared cache.
+#[derive(Debug)]
+pub struct CachingResolver(pub Arc<ResolveCache>);
+
+impl Resolver for CachingResolver {
+    fn resolve(
         &self,
-        host: &str,
-        port: u16,
-        deadline: Instant,
-    ) -> Result<Vec<SocketAddr>, String> {
-        if let Ok(last) = self.last.lock() {
+        uri: &Uri,
+        _config: &AgentConfig,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        if let Ok(last) = self.0.last.lock() {
             if let Some(last) = last.as_ref() {
-                if last.host == host && last.port == port && last.at.elapsed() < RESOLVE_TTL {
+                if last.authority == authority && last.at.elapsed() < RESOLVE_TTL {
                     return Ok(last.addresses.clone());
                 }
             }
         }
+        let host = uri
+            .host()
+            .ok_or_else(|| ureq::Error::BadUri("no host".to_owned()))?;
+        let port = uri.port_u16().unwrap_or(80);
         let found = match ip_literal(host) {
             Some(ip) => vec![ip],
-            None => lookup_within(host, deadline)?,
+            None => lookup_within(host, timeout)?,
         };
-        let addresses: Vec<SocketAddr> = found
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect();
-        log::debug!("Resolved {host} to {addresses:?}");
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(Answer {
-                host: host.to_owned(),
-                port,
+        let mut addresses = self.empty();
+        for ip in found {
+            // ureq tries no more than it can hold.
+            if addresses.try_push(SocketAddr::new(ip, port)).is_err() {
+                break;
+            }
+        }
+        log::debug!("Resolved {host} to {:?}", &addresses[..]);
+        if let Ok(mut last) = self.0.last.lock() {
+            *last = Some(Lookup {
+                authority: authority.to_owned(),
                 at: Instant::now(),
                 addresses: addresses.clone(),
             });
@@ -94,16 +114,21 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
 
 /// Looks `host` up on a thread, giving up when the attempt's time is over;
 /// the thread finishes on its own and its answer is dropped.
-fn lookup_within(host: &str, deadline: Instant) -> Result<Vec<IpAddr>, String> {
+fn lookup_within(host: &str, timeout: NextTimeout) -> Result<Vec<IpAddr>, ureq::Error> {
+    let failed = |message: String| ureq::Error::Io(std::io::Error::other(message));
     let (answer, answered) = mpsc::sync_channel(1);
     let name = host.to_owned();
     std::thread::spawn(move || answer.send(lookup(&name)).ok());
-    let left = deadline.saturating_duration_since(Instant::now());
-    answered.recv_timeout(left).unwrap_or_else(|_| {
-        Err(format!(
+    let answer = match timeout.not_zero() {
+        Some(left) => answered.recv_timeout(*left).ok(),
+        None => answered.recv().ok(),
+    };
+    match answer {
+        Some(found) => found.map_err(failed),
+        None => Err(failed(format!(
             "DNS lookup of {host} did not finish within REQUEST_TIMEOUT"
-        ))
-    })
+        ))),
+    }
 }
 
 /// /etc/hosts, then each name of the search list in turn: IPv4 first, and any

@@ -26,7 +26,7 @@ mod json;
 mod reference;
 
 use std::borrow::Cow;
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 
 use json::{Fault, Kind, Number, Scanned, Scanner};
 
@@ -234,11 +234,11 @@ pub fn encode_request(batch: &Batch, out: &mut Vec<u8>) {
     for (i, (&index, row)) in batch.indices.iter().zip(&batch.rows).enumerate() {
         let text = &batch.text[row.start..row.end];
         if lines {
-            push_short(out, head.next(index, i == 0, true));
+            out.extend_from_slice(head.next(index, i == 0, true));
             if row.escapes {
                 push_escaped(out, text);
             } else {
-                push_short(out, text);
+                out.extend_from_slice(text);
             }
         } else {
             let columns = columns_of(text);
@@ -250,42 +250,6 @@ pub fn encode_request(batch: &Batch, out: &mut Vec<u8>) {
         (true, _) => out.extend_from_slice(b"]}"),
         (false, true) => out.extend_from_slice(b"\"]]}"),
         (false, false) => out.extend_from_slice(b"]]}"),
-    }
-}
-
-/// Appends `bytes` to `out`. A row's head and text are short, and musl's
-/// memcpy (behind `extend_from_slice`) moves them a byte at a time until its
-/// destination is aligned, and again at the end: from 8 to 64 bytes are
-/// copied here eight at a time instead, the last eight overlapping the word
-/// before them when the length is not a multiple of eight.
-fn push_short(out: &mut Vec<u8>, bytes: &[u8]) {
-    let n = bytes.len();
-    if !(8..=64).contains(&n) {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    // Checked here, as Vec::reserve is not inlined at opt-level "z".
-    if out.capacity() - out.len() < n {
-        out.reserve(n);
-    }
-    let at = out.len();
-    // SAFETY: there is room for `n` bytes past `at`, seen or made above; every word read
-    // and written starts at most `n - 8` bytes in, so it lies inside `bytes`
-    // and inside that room; all `n` bytes are written before `set_len`.
-    unsafe {
-        let from = bytes.as_ptr();
-        let to = out.as_mut_ptr().add(at);
-        let copy = |k: usize| {
-            let word = from.add(k).cast::<u64>().read_unaligned();
-            to.add(k).cast::<u64>().write_unaligned(word);
-        };
-        let mut k = 0;
-        while k + 8 < n {
-            copy(k);
-            k += 8;
-        }
-        copy(n - 8);
-        out.set_len(at + n);
     }
 }
 
@@ -302,6 +266,14 @@ pub fn check_columns(line: &[u8]) -> Result<(), String> {
         )),
         Err(Fault::TooDeep) => Err(format!("nests JSON deeper than {MAX_NESTING} levels")),
         Err(Fault::Syntax) => Err(format!("is not valid JSON: {}; {expected}", preview(line))),
+        Err(Fault::OutOfRange { start, end }) => Err(format!(
+            "holds the number {}, too large for a 64-bit float",
+            String::from_utf8_lossy(&line[start..end.min(start + 40)])
+        )),
+        Err(Fault::LoneSurrogate { at }) => Err(format!(
+            "holds the escape {}, half of a UTF-16 surrogate pair without its other half",
+            String::from_utf8_lossy(&line[at..(at + 6).min(line.len())])
+        )),
     }
 }
 
@@ -538,6 +510,8 @@ pub enum Problem {
     Said(String),
     NotJson,
     NoData,
+    /// The body stops before its JSON does: a cut-off reply.
+    EndsEarly,
 }
 
 impl Problem {
@@ -547,6 +521,12 @@ impl Problem {
             Problem::Said(message) => message,
             Problem::NotJson => format!("reply is not valid JSON: {}", preview(shown)),
             Problem::NoData => format!("reply has no \"data\" key: {}", preview(shown)),
+            Problem::EndsEarly if shown.is_empty() => "reply is empty".to_owned(),
+            Problem::EndsEarly => format!(
+                "reply ends before its JSON is complete, after {} bytes: {}",
+                shown.len(),
+                preview(shown)
+            ),
         }
     }
 }
@@ -555,9 +535,7 @@ impl Problem {
 /// batch to batch, so that its buffers are allocated once.
 #[derive(Debug, Default)]
 pub struct Reply {
-    /// Zero-filled once and kept so: `filled` bytes of it are the body.
-    buffer: Vec<u8>,
-    filled: usize,
+    body: Vec<u8>,
     recoded: Vec<u8>,
     values: Vec<Option<Span>>,
     /// The rows of `data`, when they are exactly `[index,value]` in the
@@ -572,63 +550,24 @@ const KEPT_BYTES: usize = 1024 * 1024;
 impl Reply {
     /// The body as read.
     pub fn body(&self) -> &[u8] {
-        &self.buffer[..self.filled]
+        &self.body
     }
 
-    /// Reads a body of at most `limit` bytes (`declared` when the reply
-    /// said), without doubling the buffer: a copy on each doubling would make
-    /// peak memory about twice the limit. Past what was declared, or the
-    /// first 64 KiB, the buffer grows once to the limit. It is zeroed only as
-    /// far as it is read into, so untouched pages cost no memory, and only
-    /// once, as it is kept from batch to batch.
-    pub fn read_body(
-        &mut self,
-        mut reader: impl Read,
-        declared: Option<u64>,
-        limit: u64,
-    ) -> std::io::Result<()> {
-        const FIRST: usize = 64 * 1024;
-        const STEP: usize = 16 * 1024;
-        if self.buffer.capacity() > KEPT_BYTES {
-            self.buffer = Vec::new();
+    /// Reads a body whole. The buffer grows with the bytes that arrive,
+    /// whatever length the reply declares, and is kept for the next batch.
+    pub fn read_body(&mut self, mut reader: impl Read) -> std::io::Result<()> {
+        if self.body.capacity() > KEPT_BYTES {
+            self.body = Vec::new();
         }
-        self.filled = 0;
+        self.body.clear();
         self.values.clear();
-        let limit = usize::try_from(limit)
-            .unwrap_or(usize::MAX)
-            .saturating_add(1);
-        // One byte past a declared length, to see the end without growing.
-        let declared = declared.and_then(|d| usize::try_from(d).ok()?.checked_add(1));
-        let first = declared.unwrap_or(FIRST).min(limit);
-        if self.buffer.capacity() < first {
-            self.buffer.reserve_exact(first - self.buffer.len());
-        }
-        let ready = declared.unwrap_or(STEP).min(first);
-        if self.buffer.len() < ready {
-            self.buffer.resize(ready, 0);
-        }
-        loop {
-            if self.filled == self.buffer.len() {
-                if self.buffer.len() == self.buffer.capacity() {
-                    let wanted = limit.saturating_sub(self.buffer.len());
-                    self.buffer.reserve_exact(wanted.max(STEP));
-                }
-                let room = (self.buffer.capacity() - self.buffer.len()).min(STEP);
-                self.buffer.resize(self.buffer.len() + room, 0);
-            }
-            match reader.read(&mut self.buffer[self.filled..]) {
-                Ok(0) => return Ok(()),
-                Ok(read) => self.filled += read,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        reader.read_to_end(&mut self.body).map(drop)
     }
 
     /// Checks the body as the reply to rows with the indices `sent`
     /// (ascending).
     pub fn decode(&mut self, sent: &[u64]) -> Result<(), Problem> {
-        let body = &self.buffer[..self.filled];
+        let body = &self.body;
         if let Err(e) = std::str::from_utf8(body) {
             return Err(Problem::Said(format!(
                 "reply is not valid UTF-8 (at byte {})",
@@ -638,7 +577,8 @@ impl Reply {
         self.values.clear();
         self.values.resize(sent.len(), None);
         self.run = None;
-        let problem = match scan_reply(body, sent, &mut self.values, &mut self.run) {
+        let mut scanner = Scanner::new(body, MAX_NESTING);
+        let problem = match scan_reply(&mut scanner, sent, &mut self.values, &mut self.run) {
             Ok(problem) => problem,
             Err(Fault::TooDeep) => Some(Problem::Said(too_deep())),
             // Which of the two a broken body is named by must not depend on
@@ -646,7 +586,9 @@ impl Reply {
             Err(Fault::Syntax) if json::nesting_exceeds(body, MAX_NESTING) => {
                 Some(Problem::Said(too_deep()))
             }
+            Err(Fault::Syntax) if scanner.position() >= body.len() => Some(Problem::EndsEarly),
             Err(Fault::Syntax) => Some(Problem::NotJson),
+            Err(fault) => Some(Problem::Said(beyond_miniserde(body, fault))),
         };
         if let Some(problem) = problem {
             return Err(problem);
@@ -674,7 +616,7 @@ impl Reply {
     /// prints.
     fn recode(&mut self) -> Result<(), Problem> {
         self.recoded.clear();
-        let body = &self.buffer[..self.filled];
+        let body = &self.body;
         for span in self.values.iter_mut().flatten() {
             if span.compact {
                 continue;
@@ -707,7 +649,7 @@ impl Reply {
             return;
         };
         let base = out.len();
-        out.extend_from_slice(&self.buffer[start..end]);
+        out.extend_from_slice(&self.body[start..end]);
         for span in self
             .values
             .iter()
@@ -727,10 +669,27 @@ impl Reply {
     /// The value for the `i`th row sent, as compact JSON.
     pub fn value(&self, i: usize) -> &[u8] {
         match self.values.get(i).copied().flatten() {
-            Some(span) if span.compact => &self.buffer[span.start..span.end],
+            Some(span) if span.compact => &self.body[span.start..span.end],
             Some(span) => &self.recoded[span.start..span.end],
             None => b"null",
         }
+    }
+}
+
+/// Why valid JSON that miniserde cannot hold is refused.
+fn beyond_miniserde(json: &[u8], fault: Fault) -> String {
+    match fault {
+        Fault::OutOfRange { start, end } => format!(
+            "reply holds the number {} (at byte {start}), too large for a 64-bit float",
+            String::from_utf8_lossy(&json[start..end.min(start + 40)])
+        ),
+        Fault::LoneSurrogate { at } => format!(
+            "reply holds the escape {} (at byte {at}), half of a UTF-16 surrogate pair \
+             without its other half, which no UTF-8 text can carry",
+            String::from_utf8_lossy(&json[at..(at + 6).min(json.len())])
+        ),
+        Fault::Syntax => "reply is not valid JSON".to_owned(),
+        Fault::TooDeep => too_deep(),
     }
 }
 
@@ -754,9 +713,7 @@ pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<String>, String> {
 #[cfg_attr(not(test), allow(dead_code))]
 fn checked_reply(body: &[u8], sent: &[u64]) -> Result<Reply, String> {
     let mut reply = Reply::default();
-    reply
-        .read_body(body, None, body.len() as u64)
-        .map_err(|e| e.to_string())?;
+    reply.read_body(body).map_err(|e| e.to_string())?;
     reply
         .decode(sent)
         .map_err(|problem| problem.describe(body))?;
@@ -766,12 +723,11 @@ fn checked_reply(body: &[u8], sent: &[u64]) -> Result<Reply, String> {
 /// Scans the whole reply; a problem with its shape is kept until the end,
 /// because a reply that is not JSON at all is named so first.
 fn scan_reply(
-    body: &[u8],
+    scanner: &mut Scanner,
     sent: &[u64],
     values: &mut [Option<Span>],
     run: &mut Option<(usize, usize)>,
 ) -> Result<Option<Problem>, Fault> {
-    let mut scanner = Scanner::new(body, MAX_NESTING);
     scanner.skip_whitespace();
     if scanner.peek() != Some(b'{') {
         let top = scanner.value()?;
@@ -795,7 +751,7 @@ fn scan_reply(
                 scanner.value()?;
             } else {
                 data_seen = true;
-                data_problem = scan_data(&mut scanner, sent, values, run)?;
+                data_problem = scan_data(scanner, sent, values, run)?;
             }
         } else {
             if other_keys.contains(&key) {
@@ -878,6 +834,8 @@ fn scan_data(
                     end: scanner.position(),
                     elements: 2,
                     index: Ok(Number::Whole(index)),
+                    index_start: start + 1,
+                    index_end: value.start - 1,
                     value: Some(value),
                     plain: true,
                 },
@@ -886,7 +844,7 @@ fn scan_data(
             plain &= row.plain && row.start == previous_end + 1;
             previous_end = row.end;
             if problem.is_none() {
-                match place_row(position, &row, sent, values) {
+                match place_row(position, &row, sent, values, scanner.bytes()) {
                     Ok(slot) => plain &= slot == position,
                     Err(message) => problem = Some(message),
                 }
@@ -916,6 +874,9 @@ struct Row {
     end: usize,
     elements: usize,
     index: Result<Number, Kind>,
+    /// Where the index is, when it is a number.
+    index_start: usize,
+    index_end: usize,
     value: Option<Scanned>,
     /// Exactly `[index,value]`: two elements, no white space, a whole
     /// index, a compact value.
@@ -928,17 +889,24 @@ fn scan_row(scanner: &mut Scanner) -> Result<Row, Fault> {
         end: 0,
         elements: 0,
         index: Err(Kind::Null),
+        index_start: 0,
+        index_end: 0,
         value: None,
         plain: false,
     };
-    let mut index_end = 0;
     let mut more = scanner.begin()?;
     while more {
         match row.elements {
             0 if matches!(scanner.peek(), Some(b'-' | b'0'..=b'9')) => {
-                row.plain = scanner.position() == row.start + 1;
-                row.index = Ok(scanner.number()?.0);
-                index_end = scanner.position();
+                row.index_start = scanner.position();
+                row.plain = row.index_start == row.start + 1;
+                row.index = match scanner.number() {
+                    Ok((number, _)) => Ok(number),
+                    // Out of any range an index can have, like 2^64.
+                    Err(Fault::OutOfRange { .. }) => Ok(Number::Float),
+                    Err(fault) => return Err(fault),
+                };
+                row.index_end = scanner.position();
             }
             0 => row.index = Err(scanner.value()?.kind),
             1 => row.value = Some(scanner.value()?),
@@ -953,7 +921,7 @@ fn scan_row(scanner: &mut Scanner) -> Result<Row, Fault> {
     row.plain &= row.elements == 2
         && matches!(row.index, Ok(Number::Whole(_)))
         && row.value.is_some_and(|value| {
-            value.compact && value.start == index_end + 1 && value.end + 1 == row.end
+            value.compact && value.start == row.index_end + 1 && value.end + 1 == row.end
         });
     Ok(row)
 }
@@ -964,6 +932,7 @@ fn place_row(
     row: &Row,
     sent: &[u64],
     values: &mut [Option<Span>],
+    body: &[u8],
 ) -> Result<usize, String> {
     let Some(value) = row.value else {
         return Err(format!(
@@ -978,12 +947,13 @@ fn place_row(
                 "row {position} of the reply has negative index -{magnitude}"
             ));
         }
-        // Not shown: 0.0 and 1e0 would print as 0 and 1.
         Ok(Number::Float) => {
+            let text = &body[row.index_start..row.index_end.min(row.index_start + 40)];
             return Err(format!(
-                "row {position} of the reply has an index that is not a whole number \
-                 from 0 to 18446744073709551615 (it has a fraction or an exponent, or \
-                 is too large); expected the index as sent, e.g. 0"
+                "row {position} of the reply has index {}, out of range: an index is a whole \
+                 number from 0 to 18446744073709551615, written without a fraction or an \
+                 exponent, as it was sent",
+                String::from_utf8_lossy(text)
             ));
         }
         Err(kind) => {
@@ -1077,19 +1047,6 @@ mod tests {
     }
 
     #[test]
-    fn short_copies_append_exactly_the_bytes() {
-        let source: Vec<u8> = (0..80u8).map(|b| b.wrapping_mul(37)).collect();
-        for before in 0..10 {
-            for len in 0..=source.len() {
-                let mut out = vec![b'x'; before];
-                push_short(&mut out, &source[..len]);
-                assert_eq!(out[..before], vec![b'x'; before][..]);
-                assert_eq!(out[before..], source[..len], "{before} + {len} bytes");
-            }
-        }
-    }
-
-    #[test]
     fn encodes_the_tutorial_request() {
         assert_eq!(
             encode_request(&rows(&["Hello"])),
@@ -1159,9 +1116,44 @@ mod tests {
     #[test]
     fn wrong_replies_name_the_cause() {
         let cases: &[(&str, &[u64], &str)] = &[
-            ("", &[0], "not valid JSON"),
+            ("", &[0], "reply is empty"),
             ("Bob said Hello", &[0], "not valid JSON"),
-            (r#"{"data":[[0,"x"]"#, &[0], "not valid JSON"),
+            ("{\"data\":[[0,\"x\"]]}x", &[0], "not valid JSON"),
+            (
+                r#"{"data":[[0,"x"]"#,
+                &[0],
+                "reply ends before its JSON is complete, after 16 bytes",
+            ),
+            (
+                r#"{"data":[[0,"x\ud8"#,
+                &[0],
+                "reply ends before its JSON is complete",
+            ),
+            (
+                r#"{"data":[[0,1e400]]}"#,
+                &[0],
+                "the number 1e400 (at byte 12), too large for a 64-bit float",
+            ),
+            (
+                r#"{"data":[[0,"a\ud800b"]]}"#,
+                &[0],
+                "the escape \\ud800 (at byte 14), half of a UTF-16 surrogate pair",
+            ),
+            (
+                r#"{"data":[[0,"\ud800\u0041"]]}"#,
+                &[0],
+                "the escape \\ud800 (at byte 13)",
+            ),
+            (
+                r#"{"data":[[0,"\udc00"]]}"#,
+                &[0],
+                "the escape \\udc00 (at byte 13)",
+            ),
+            (
+                r#"{"data":[[1e400,"x"]]}"#,
+                &[0],
+                "row 0 of the reply has index 1e400, out of range",
+            ),
             ("null", &[0], "reply is null"),
             ("[]", &[0], "reply is an array"),
             ("{}", &[0], "no \"data\" key"),
@@ -1175,19 +1167,20 @@ mod tests {
             (r#"{"data":["x"]}"#, &[0], "row 0 of the reply is a string"),
             (r#"{"data":[[0]]}"#, &[0], "has 1 element(s)"),
             (r#"{"data":[["0","x"]]}"#, &[0], "a string as its index"),
-            (r#"{"data":[[0.5,"x"]]}"#, &[0], "not a whole number"),
+            (r#"{"data":[[0.5,"x"]]}"#, &[0], "index 0.5, out of range"),
             (r#"{"data":[[-1,"x"]]}"#, &[0], "negative index -1"),
             (r#"{"data":[[-0,"x"]]}"#, &[0], "negative index -0"),
-            (r#"{"data":[[0.0,"x"]]}"#, &[0], "not a whole number from 0"),
+            (r#"{"data":[[0.0,"x"]]}"#, &[0], "a whole number from 0"),
             (
                 r#"{"data":[[1e0,"x"]]}"#,
                 &[1],
-                "has a fraction or an exponent",
+                "index 1e0, out of range: an index is a whole number from 0 to \
+                 18446744073709551615, written without a fraction or an exponent",
             ),
             (
                 r#"{"data":[[18446744073709551616,"x"]]}"#,
                 &[0],
-                "or is too large",
+                "index 18446744073709551616, out of range",
             ),
             (
                 r#"{"data":[[1,"x"]]}"#,
@@ -1429,6 +1422,27 @@ mod properties {
             })
     }
 
+    /// The same output, or the same refusal. The old decoder called every
+    /// reply that miniserde could not read "not valid JSON", and an index
+    /// with a fraction, an exponent or too many digits "not a whole number";
+    /// the scanner names these more exactly.
+    fn judged_alike(new: &Result<String, String>, old: &Result<String, String>) -> bool {
+        match (new, old) {
+            (Err(new), Err(old)) if old.starts_with("reply is not valid JSON") => {
+                new == old
+                    || new == "reply is empty"
+                    || new.starts_with("reply ends before its JSON is complete")
+                    || new.contains("too large for a 64-bit float")
+                    || new.contains("half of a UTF-16 surrogate pair")
+            }
+            (Err(new), Err(old)) if old.contains("has an index that is not a whole number") => {
+                let row = |message: &str| message.split(" of the reply").next().map(str::to_owned);
+                row(new) == row(old) && new.contains(", out of range: an index is a whole number")
+            }
+            _ => new == old,
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -1439,7 +1453,8 @@ mod properties {
         #[test]
         fn output_is_what_the_old_decoder_wrote((body, sent) in json_reply()) {
             let old = reference::output_lines(body.as_bytes(), &sent);
-            prop_assert_eq!(output_of(body.as_bytes(), &sent), old, "{}", body);
+            let new = output_of(body.as_bytes(), &sent);
+            prop_assert!(judged_alike(&new, &old), "{}\n{:?}\n{:?}", body, new, old);
         }
 
         #[test]
@@ -1449,7 +1464,8 @@ mod properties {
         ) {
             let sent: Vec<u64> = sent.into_iter().collect();
             let old = reference::output_lines(&body, &sent);
-            prop_assert_eq!(output_of(&body, &sent), old);
+            let new = output_of(&body, &sent);
+            prop_assert!(judged_alike(&new, &old), "{:?}\n{:?}\n{:?}", body, new, old);
         }
 
         /// A request body has the shape of a reply that echoes each row: so

@@ -39,10 +39,17 @@ impl Kind {
 /// Why scanning stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Not JSON (as miniserde reads it).
+    /// Not JSON. The scanner's position says where it stopped: at the end
+    /// of the input when the input ends before its value does.
     Syntax,
     /// Arrays and objects nest deeper than the scanner's limit.
     TooDeep,
+    /// `bytes[start..end]` is a number too large for a 64-bit float, which
+    /// JSON allows and miniserde cannot hold (`1e400`).
+    OutOfRange { start: usize, end: usize },
+    /// The `\uXXXX` escape at `at` is half of a UTF-16 surrogate pair,
+    /// without its other half: JSON allows it, and no UTF-8 text can carry it.
+    LoneSurrogate { at: usize },
 }
 
 /// One scanned value: `bytes[start..end]`, no white space around it.
@@ -186,6 +193,11 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     pub fn position(&self) -> usize {
         self.pos
+    }
+
+    /// The whole input.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
     }
 
     #[inline(always)]
@@ -472,17 +484,21 @@ impl<'a> Scanner<'a> {
             Some(b'/') => Ok(false),
             Some(b'u') => {
                 let digits = self.pos;
+                let lone = Err(Fault::LoneSurrogate { at: digits - 2 });
                 match self.hex4()? {
-                    0xDC00..=0xDFFF => Err(Fault::Syntax),
+                    0xDC00..=0xDFFF => lone,
                     // Outside the basic plane: a surrogate pair, which
                     // miniserde writes as the character itself.
                     0xD800..=0xDBFF => {
-                        if self.bump() != Some(b'\\') || self.bump() != Some(b'u') {
-                            return Err(Fault::Syntax);
+                        match (self.peek(), self.bytes.get(self.pos + 1)) {
+                            (Some(b'\\'), Some(b'u')) => self.pos += 2,
+                            // The input ends here: not yet lone.
+                            (None, _) | (Some(b'\\'), None) => return Err(Fault::Syntax),
+                            _ => return lone,
                         }
                         match self.hex4()? {
                             0xDC00..=0xDFFF => Ok(false),
-                            _ => Err(Fault::Syntax),
+                            _ => lone,
                         }
                     }
                     code => Ok(code < 0x20
@@ -556,12 +572,15 @@ impl<'a> Scanner<'a> {
             self.digits()?;
         }
         if float {
-            // miniserde refuses a float that overflows to infinity (1e400);
-            // such rare numbers are checked by miniserde itself.
+            // The grammar is checked above; what miniserde refuses of such a
+            // rare number is a float that overflows to infinity (1e400).
             let token = std::str::from_utf8(&self.bytes[start..self.pos]);
             return match token.map(json::from_str::<Value>) {
                 Ok(Ok(_)) => Ok((Number::Float, false)),
-                _ => Err(Fault::Syntax),
+                _ => Err(Fault::OutOfRange {
+                    start,
+                    end: self.pos,
+                }),
             };
         }
         Ok(match negative {
@@ -833,6 +852,7 @@ mod tests {
         assert_eq!(class("-9223372036854775809"), Ok(Number::Float));
         assert_eq!(class("18446744073709551616"), Ok(Number::Float));
         assert_eq!(class("1e0"), Ok(Number::Float));
-        assert_eq!(class("1e400"), Err(Fault::Syntax));
+        assert_eq!(class("1e400"), Err(Fault::OutOfRange { start: 0, end: 5 }));
+        assert_eq!(class("-1e400"), Err(Fault::OutOfRange { start: 0, end: 6 }));
     }
 }
