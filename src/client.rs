@@ -235,7 +235,7 @@ impl Client {
             .limit(self.max_response_bytes)
             .reader();
         reply
-            .read_body(reader)
+            .read_body(reader, self.max_response_bytes)
             .map_err(|e| self.classify(e.into()))?;
         log::debug!("HTTP {status} ({} bytes)", reply.body().len());
 

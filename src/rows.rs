@@ -553,15 +553,27 @@ impl Reply {
         &self.body
     }
 
-    /// Reads a body whole. The buffer grows with the bytes that arrive,
-    /// whatever length the reply declares, and is kept for the next batch.
-    pub fn read_body(&mut self, mut reader: impl Read) -> std::io::Result<()> {
+    /// Reads a body of at most `limit` bytes (the reader enforces it). The
+    /// buffer holds what has arrived, whatever length the reply declares:
+    /// up to 64 KiB it grows as bytes come; past that it is reserved up to
+    /// the limit at once, so that a large body is never copied into a larger
+    /// buffer (which would need both at the same time), and the pages of
+    /// the reservation cost memory only as bytes fill them. The buffer is
+    /// kept for the next batch.
+    pub fn read_body(&mut self, mut reader: impl Read, limit: u64) -> std::io::Result<()> {
+        const GROWN: u64 = 64 * 1024;
         if self.body.capacity() > KEPT_BYTES {
             self.body = Vec::new();
         }
         self.body.clear();
         self.values.clear();
-        reader.read_to_end(&mut self.body).map(drop)
+        let read = (&mut reader).take(GROWN).read_to_end(&mut self.body)?;
+        if read as u64 == GROWN {
+            let rest = usize::try_from(limit.saturating_sub(GROWN)).unwrap_or(usize::MAX);
+            self.body.reserve_exact(rest.saturating_add(1));
+            reader.read_to_end(&mut self.body)?;
+        }
+        Ok(())
     }
 
     /// Checks the body as the reply to rows with the indices `sent`
@@ -713,7 +725,7 @@ pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<String>, String> {
 #[cfg_attr(not(test), allow(dead_code))]
 fn checked_reply(body: &[u8], sent: &[u64]) -> Result<Reply, String> {
     let mut reply = Reply::default();
-    reply.read_body(body).map_err(|e| e.to_string())?;
+    reply.read_body(body, body.len() as u64).map_err(|e| e.to_string())?;
     reply
         .decode(sent)
         .map_err(|problem| problem.describe(body))?;
