@@ -276,11 +276,9 @@ impl Client {
             ureq::Error::Io(io) => match io.kind() {
                 ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe => {
-                    Failure::Dropped("connection reset before the reply".to_owned())
-                }
+                | ErrorKind::BrokenPipe => Failure::Dropped("connection reset".to_owned()),
                 ErrorKind::UnexpectedEof => {
-                    Failure::Dropped("connection closed before the reply".to_owned())
+                    Failure::Dropped("connection closed before the reply was complete".to_owned())
                 }
                 _ => self.classify(error),
             },

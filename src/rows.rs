@@ -725,7 +725,9 @@ pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<String>, String> {
 #[cfg_attr(not(test), allow(dead_code))]
 fn checked_reply(body: &[u8], sent: &[u64]) -> Result<Reply, String> {
     let mut reply = Reply::default();
-    reply.read_body(body, body.len() as u64).map_err(|e| e.to_string())?;
+    reply
+        .read_body(body, body.len() as u64)
+        .map_err(|e| e.to_string())?;
     reply
         .decode(sent)
         .map_err(|problem| problem.describe(body))?;

@@ -132,3 +132,220 @@ fn a_url_too_long_for_any_request_head_is_a_configuration_error() {
         "not retried:\n{outcome}"
     );
 }
+
+// ------------------------------------------------ what real servers do
+
+/// The reply a well-behaved echo service gives `request`, with
+/// `extra_headers` (each ending in CRLF).
+fn echo_reply(request: &Request, extra_headers: &str) -> Vec<u8> {
+    let rows: Vec<String> = request
+        .rows()
+        .iter()
+        .map(|(i, text)| format!("[{i},{}]", miniserde::json::to_string(text)))
+        .collect();
+    let body = format!("{{\"data\":[{}]}}", rows.join(","));
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// `rows` one-row requests over one kept-alive connection at a time, with
+/// no retries allowed.
+fn one_row_requests(url: &str, rows: usize, name: &str) -> (Outcome, String) {
+    let dir = temp_dir(name);
+    let texts: Vec<String> = (0..rows).map(|i| format!("row {i}")).collect();
+    let input = write_rows(&dir, &texts);
+    let output = dir.join("out.jsonl");
+    let outcome = job(url)
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "1")
+        .env("RETRY_DEADLINE", "0")
+        .env("REQUEST_TIMEOUT", "5s")
+        .env("RUST_LOG", "debug")
+        .run();
+    let written = std::fs::read_to_string(&output).unwrap_or_default();
+    assert_eq!(
+        outcome.code,
+        Some(0),
+        "{outcome}\n(written: {} lines)",
+        written.lines().count()
+    );
+    assert_eq!(written, expected_echo(&texts));
+    assert!(
+        outcome.lines("WARNING").is_empty(),
+        "no retry was needed:\n{outcome}"
+    );
+    (outcome, written)
+}
+
+fn expected_echo(rows: &[String]) -> String {
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| format!("[{i},{}]\n", miniserde::json::to_string(row)))
+        .collect()
+}
+
+/// How many requests went out again on a new connection, as the job logs
+/// it at DEBUG.
+fn sent_again(outcome: &Outcome) -> usize {
+    outcome
+        .lines("DEBUG")
+        .iter()
+        .filter(|line| line.contains("sending the request again on a new connection"))
+        .count()
+}
+
+#[test]
+fn a_kept_alive_connection_closed_as_the_next_request_arrives_costs_no_retry() {
+    // Every connection answers one request and closes when the next one
+    // comes in: the job saw it open, and its request goes nowhere. What a
+    // server with a short keep-alive timeout does to a client that is a
+    // little late.
+    let addr = serve_raw(|stream| {
+        let Some(request) = read_raw_request(&stream) else {
+            return;
+        };
+        if std::io::Write::write_all(&mut &stream, &echo_reply(&request, "")).is_ok() {
+            // The next request arrives, and the connection closes under it.
+            let _ = read_raw_request(&stream);
+        }
+    });
+    let (outcome, _) = one_row_requests(&format!("http://{addr}/echo"), 50, "closed-under");
+    assert_eq!(sent_again(&outcome), 49, "{outcome}");
+}
+
+#[test]
+fn a_kept_alive_connection_reset_as_the_next_request_arrives_costs_no_retry() {
+    let addr = serve_raw(|stream| {
+        let Some(request) = read_raw_request(&stream) else {
+            return;
+        };
+        if std::io::Write::write_all(&mut &stream, &echo_reply(&request, "")).is_ok() {
+            let mut first = [0u8; 1];
+            if std::io::Read::read(&mut &stream, &mut first).is_ok() {
+                reset(stream);
+            }
+        }
+    });
+    let (outcome, _) = one_row_requests(&format!("http://{addr}/echo"), 50, "reset-under");
+    assert_eq!(sent_again(&outcome), 49, "{outcome}");
+}
+
+#[test]
+fn a_server_that_closes_after_each_reply_without_saying_so_needs_no_retry() {
+    // No "Connection: close": the close itself is the only word. 200
+    // requests, none retried, each answered once in order.
+    let addr = serve_raw(|stream| {
+        if let Some(request) = read_raw_request(&stream) {
+            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request, ""));
+        }
+    });
+    one_row_requests(&format!("http://{addr}/echo"), 200, "closes-after");
+}
+
+#[test]
+fn a_server_that_resets_after_each_reply_needs_no_retry() {
+    let addr = serve_raw(|stream| {
+        if let Some(request) = read_raw_request(&stream) {
+            if std::io::Write::write_all(&mut &stream, &echo_reply(&request, "")).is_ok() {
+                // Let the reply arrive before the reset does.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                reset(stream);
+            }
+        }
+    });
+    one_row_requests(&format!("http://{addr}/echo"), 50, "resets-after");
+}
+
+#[test]
+fn a_reset_in_the_middle_of_a_body_that_ends_at_close_is_retried() {
+    // The first connection's reply has no length, so its body would end at
+    // the close; a reset cuts it mid-JSON. That is a transient failure, not
+    // a bad reply: the retry gets the whole reply.
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&connections);
+    let addr = serve_raw(move |stream| {
+        let Some(request) = read_raw_request(&stream) else {
+            return;
+        };
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = std::io::Write::write_all(
+                &mut &stream,
+                b"HTTP/1.0 200 OK\r\n\r\n{\"data\":[[0,\"Bob sa",
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            reset(stream);
+        } else {
+            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request, ""));
+        }
+    });
+    let outcome = job(&format!("http://{addr}/echo")).run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let warnings = outcome.lines("WARNING");
+    assert_eq!(warnings.len(), 1, "{outcome}");
+    assert!(
+        warnings[0].contains("closed before the reply's JSON was complete"),
+        "{outcome}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn memory_follows_the_bytes_received_not_the_length_declared() {
+    // Each request is answered with a head declaring 10 MiB, one byte of
+    // body, and then nothing: 64 requests in flight at once.
+    let addr = serve_raw(|stream| {
+        if read_raw_request(&stream).is_some() {
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n{";
+            if std::io::Write::write_all(&mut &stream, head.as_bytes()).is_ok() {
+                // Until the job hangs up.
+                let mut rest = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut &stream, &mut rest);
+            }
+        }
+    });
+    let dir = temp_dir("declared-10-mib");
+    let texts: Vec<String> = (0..256).map(|i| format!("row {i}")).collect();
+    let input = write_rows(&dir, &texts);
+    let (outcome, peak_kib) = job(&format!("http://{addr}/echo"))
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("out.jsonl"))
+        .env("BATCH_SIZE", "1")
+        .env("CONCURRENCY", "64")
+        .env("REQUEST_TIMEOUT", "1s")
+        .env("RETRY_DEADLINE", "0")
+        .run_with_rss();
+    outcome.assert_fails(69, "timed out");
+    assert!(
+        peak_kib < 64 * 1024,
+        "peak RSS {peak_kib} KiB with 64 replies declaring 10 MiB each:\n{outcome}"
+    );
+}
+
+#[test]
+fn no_retry_runs_past_the_retry_deadline() {
+    // Connects that time out, a second each, within a 3 s deadline: the
+    // last attempt is cut short to end by it, not let run its full second.
+    let (addr, _fillers, _listener) = unanswered_address();
+    let outcome = job(&format!("http://{addr}/echo"))
+        .env("CONNECT_TIMEOUT", "1s")
+        .env("RETRY_DEADLINE", "3s")
+        .run();
+    outcome.assert_fails(69, "timed out");
+    // The job's own count, from its first attempt: "... over 3.00s: ...".
+    let error = outcome.error();
+    let over: f64 = error
+        .split(" over ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {error:?}"));
+    assert!(
+        (2.9..=3.05).contains(&over),
+        "gave up after {over} s, not at the 3 s deadline:\n{outcome}"
+    );
+    assert!(outcome.lines("WARNING").len() >= 2, "{outcome}");
+}

@@ -9,8 +9,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -113,27 +112,6 @@ fn http_reply(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
 /// A 200 reply carrying `body`.
 fn ok_with(body: impl AsRef<[u8]>) -> SocketAddr {
     answers(http_reply("200 OK", "", body.as_ref()))
-}
-
-/// Closes `stream` with a TCP RST instead of a FIN: SO_LINGER on, timeout 0.
-fn reset(stream: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the descriptor is open for the call, and `linger` is a valid
-    // `struct linger` of the size passed.
-    let result = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(result, 0, "setsockopt(SO_LINGER)");
-    drop(stream);
 }
 
 // ---------------------------------------------------------------- transport
@@ -366,7 +344,10 @@ fn row_indices_must_be_non_negative_integers() {
         (r#"{"data":[["0","x"]]}"#, "a string as its index"),
         (r#"{"data":[[0.0,"x"]]}"#, "index 0.0, out of range"),
         (r#"{"data":[[0.5,"x"]]}"#, "index 0.5, out of range"),
-        (r#"{"data":[[1e0,"x"]]}"#, "without a fraction or an exponent"),
+        (
+            r#"{"data":[[1e0,"x"]]}"#,
+            "without a fraction or an exponent",
+        ),
         (r#"{"data":[[1e400,"x"]]}"#, "index 1e400, out of range"),
         (r#"{"data":[[-1,"x"]]}"#, "negative index -1"),
         (r#"{"data":[[-0,"x"]]}"#, "negative index -0"),

@@ -448,6 +448,63 @@ pub fn read_raw_request(stream: &TcpStream) -> Option<Request> {
     read_request(&mut BufReader::new(stream.try_clone().ok()?))
 }
 
+/// Closes `stream` with a TCP RST instead of a FIN: SO_LINGER on, timeout 0.
+pub fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the descriptor is open for the call, and `linger` is a valid
+    // `struct linger` of the size passed.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "setsockopt(SO_LINGER)");
+    drop(stream);
+}
+
+/// A loopback address where a connect waits and then times out: a listener
+/// whose queue of connections not yet accepted is already full, so the
+/// kernel drops every further SYN. Keep the returned sockets alive as long
+/// as the address is used.
+pub fn unanswered_address() -> (SocketAddr, Vec<TcpStream>, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // address structure is fully initialised and of the size passed.
+    let (listener, addr) = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let listener = OwnedFd::from_raw_fd(fd);
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, (&raw const address).cast(), size);
+        assert_eq!(bound, 0, "bind");
+        assert_eq!(libc::listen(fd, 0), 0, "listen");
+        let mut length = size;
+        let named = libc::getsockname(fd, (&raw mut address).cast(), &mut length);
+        assert_eq!(named, 0, "getsockname");
+        let port = u16::from_be(address.sin_port);
+        (listener, SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    // A backlog of 0 still queues one connection; fill it, and then some.
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(stream);
+        }
+    }
+    (addr, fillers, listener)
+}
+
 /// A loopback port with nothing listening on it (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
