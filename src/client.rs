@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ureq::Agent;
-use ureq::http::header::{CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
+use ureq::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
 use ureq::http::{HeaderMap, HeaderValue, Method, Request};
 use ureq::unversioned::transport::TcpConnector;
 
@@ -220,9 +220,9 @@ impl Client {
         }
         // Neither a length nor chunks: the body ends where the connection
         // does, so a body cut short by a reset looks complete.
-        let ends_at_close = length.is_none()
-            && !response
-                .headers()
+        let headers = response.headers();
+        let ends_at_close = !headers.contains_key(CONTENT_LENGTH)
+            && !headers
                 .get(TRANSFER_ENCODING)
                 .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"chunked"));
         let location = response
