@@ -1,10 +1,10 @@
 //! The binary that ships, as the release link cuts it (src/unwind.rs,
-//! release.ld and --icf=all from build.rs, src/heap.rs, src/thread_name.rs):
+//! release.ld and --icf=all from build.rs, src/thread_name.rs):
 //!
 //! - what the link kept: the same build made again with its symbols
 //!   (`scripts/build --unstripped`, and `--tiny` too when TINY_IMAGE is set),
-//!   read with `nm`. libunwind, std's symbolizer, musl's malloc and its printf
-//!   engine must be gone, and the replacements there;
+//!   read with `nm`. libunwind, std's symbolizer and musl's printf engine
+//!   must be gone, and the replacements there;
 //! - the shipped binaries: no unwind tables, still position-independent with
 //!   RELR relocations, threads still named;
 //! - a panic: a release build with the test-only `panic-trigger` feature
@@ -175,20 +175,9 @@ fn removed_but_present(symbols: &[(char, String)]) -> Vec<String> {
         "rustc_demangle::",
         "std::backtrace_rs::symbolize",
     ];
-    // musl's allocator (mallocng and its lite bump allocator) and its printf
-    // engine; libunwind's internals all start with __unw_ or unw_.
-    const MUSL: [&str; 10] = [
-        "__libc_malloc",
-        "__libc_malloc_impl",
-        "__libc_free",
-        "__libc_realloc",
-        "__malloc_alloc_meta",
-        "__malloc_donate",
-        "__bump_lockptr",
-        "printf_core",
-        "vfprintf",
-        "fmt_fp",
-    ];
+    // musl's printf engine; libunwind's internals all start with __unw_ or
+    // unw_.
+    const MUSL: [&str; 3] = ["printf_core", "vfprintf", "fmt_fp"];
     symbols
         .iter()
         .map(|(_, name)| name)
@@ -222,7 +211,7 @@ fn check_symbols(binary: &Path, ours: &[&str]) {
     for name in ours {
         assert!(
             defined.contains(name),
-            "{} lacks our {name} (src/heap.rs, src/thread_name.rs, src/unwind.rs)",
+            "{} lacks our {name} (src/thread_name.rs, src/unwind.rs)",
             binary.display()
         );
     }
@@ -230,14 +219,7 @@ fn check_symbols(binary: &Path, ours: &[&str]) {
 
 /// The replacements the stable binary must link: std calls every one.
 /// (`_Unwind_Backtrace` is there too, but inlined: it returns a constant.)
-const OURS: [&str; 6] = [
-    "malloc",
-    "free",
-    "calloc",
-    "realloc",
-    "pthread_setname_np",
-    "_Unwind_Resume",
-];
+const OURS: [&str; 2] = ["pthread_setname_np", "_Unwind_Resume"];
 
 #[test]
 fn the_stable_link_keeps_none_of_what_the_cuts_remove() {
@@ -251,17 +233,17 @@ fn the_tiny_link_keeps_none_of_what_the_cuts_remove() {
         return;
     }
     // Tiny's std is built to abort: it has no landing pads to resume from.
-    check_symbols(tiny_unstripped(), &OURS[..5]);
+    check_symbols(tiny_unstripped(), &OURS[..1]);
 }
 
 #[test]
-fn the_cut_symbols_checks_would_see_libunwind_and_musls_malloc() {
+fn the_cut_symbols_checks_would_see_libunwind_and_musls_printf() {
     // The check itself, on names as nm prints them before the cuts.
     let before = [
         ('t', "__unw_step".to_string()),
         ('t', "gimli::read::unit::parse_attribute".to_string()),
         ('t', "<addr2line::Context<_>>::find_frames".to_string()),
-        ('t', "__malloc_alloc_meta".to_string()),
+        ('t', "fmt_fp".to_string()),
         ('t', "printf_core".to_string()),
         (
             't',
