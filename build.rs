@@ -21,7 +21,4 @@ fn main() {
     // Measured: 3,872 bytes (gzip -9: 1,683) off the stable release binary,
     // 3,680 (1,543) off the tiny one.
     println!("cargo:rustc-link-arg-bins=--icf=all");
-    // -O2 also merges strings that end another string. Measured: 64 bytes
-    // (gzip -9: 205) off the stable release binary, 64 (83) off the tiny one.
-    println!("cargo:rustc-link-arg-bins=-O2");
 }
