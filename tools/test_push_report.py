@@ -142,7 +142,7 @@ class Main(unittest.TestCase):
             "--manifest-json", self.file("manifest", manifest([154036])),
             "--started-ns", "1000000000",
             "--finished-ns", "2500000000",
-        )  # fmt: skip
+        )
         self.assertEqual(status, 0, err)
         self.assertEqual(
             out,
@@ -156,7 +156,7 @@ class Main(unittest.TestCase):
         status, out, _ = self.run_main(
             "podman", "--remote", "r", "--digest-file", self.file("digest", MANIFEST_DIGEST),
             "--started-ns", "0", "--finished-ns", "1",
-        )  # fmt: skip
+        )
         self.assertEqual(status, 0)
         self.assertIn("bytes pushed: unknown  (podman does not say which layers it uploaded)\n", out)
         self.assertIn(f"digest:       {MANIFEST_DIGEST}\n", out)
@@ -165,7 +165,7 @@ class Main(unittest.TestCase):
         status, out, err = self.run_main(
             "podman", "--remote", "r", "--digest-file", self.file("digest", "garbage"),
             "--started-ns", "0", "--finished-ns", "1",
-        )  # fmt: skip
+        )
         self.assertEqual((status, out), (1, ""))
         self.assertEqual(err, "scripts/push: podman's digest file holds no sha256 digest: 'garbage'\n")
         status, _, err = self.run_main(
