@@ -35,14 +35,19 @@ def exit_status(wait_status):
 def timed(argv, env=None, stdout=None, stderr=None, timeout=None):
     """Runs argv (found on PATH) with env (default: this process's), its
     stdout and stderr on the given file descriptors (default: inherited),
-    killed after timeout seconds if set. Returns a Timed."""
+    killed after timeout seconds if set. Returns a Timed.
+
+    The command runs in a process group of its own, so that a kill reaches
+    what it started too (/usr/bin/time's child outlives its parent)."""
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
     for target, fd in ((1, stdout), (2, stderr)):
         if fd is not None:
             actions.append((os.POSIX_SPAWN_DUP2, fd, target))
     started = time.monotonic()
     try:
-        pid = os.posix_spawnp(argv[0], list(argv), os.environ if env is None else env, file_actions=actions)
+        pid = os.posix_spawnp(
+            argv[0], list(argv), os.environ if env is None else env, file_actions=actions, setpgroup=0
+        )
     except OSError as error:
         raise CannotStart(f"cannot start {argv[0]}: {error.strerror}") from error
     killer = None
@@ -52,6 +57,11 @@ def timed(argv, env=None, stdout=None, stderr=None, timeout=None):
         killer.start()
     try:
         _, status, usage = os.wait4(pid, 0)
+    except BaseException:
+        # Interrupted (a signal to the benchmark): the command goes too.
+        _kill(pid)
+        os.waitpid(pid, 0)
+        raise
     finally:
         if killer is not None:
             killer.cancel()
@@ -61,6 +71,6 @@ def timed(argv, env=None, stdout=None, stderr=None, timeout=None):
 
 def _kill(pid):
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass

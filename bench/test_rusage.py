@@ -1,8 +1,11 @@
 """Unit tests of bench/rusage.py (run by scripts/test):
 python3 -m unittest discover -s bench -p 'test_*.py'"""
 
+import os
+import signal
 import sys
 import tempfile
+import time
 import unittest
 
 import rusage
@@ -37,10 +40,43 @@ class TimedTest(unittest.TestCase):
             self.assertEqual(out.read(), b"seen\nTrue\n")
             self.assertEqual(err.read(), b"e\n")
 
-    def test_a_command_past_its_timeout_is_killed(self):
-        result = rusage.timed([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.3)
-        self.assertEqual(result.exit, 128 + 9)
-        self.assertLess(result.wall, 10)
+    def test_a_command_past_its_timeout_is_killed_with_what_it_started(self):
+        # The child starts a grandchild that prints its pid and sleeps.
+        script = (
+            "import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import os, time; print(os.getpid(), flush=True); time.sleep(30)'])\n"
+            "time.sleep(30)\n"
+        )
+        with tempfile.TemporaryFile() as out:
+            result = rusage.timed([sys.executable, "-c", script], stdout=out.fileno(), timeout=1.0)
+            self.assertEqual(result.exit, 128 + 9)
+            self.assertLess(result.wall, 10)
+            out.seek(0)
+            grandchild = int(out.read())
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{grandchild}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertFalse(os.path.exists(f"/proc/{grandchild}"), "the grandchild outlived the kill")
+
+    def test_an_interrupted_wait_takes_the_command_with_it(self):
+        class Interrupted(Exception):
+            pass
+
+        def interrupt(*_):
+            raise Interrupted
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        self.addCleanup(signal.signal, signal.SIGALRM, previous)
+        with tempfile.TemporaryFile() as out:
+            signal.setitimer(signal.ITIMER_REAL, 1.0)
+            started = time.monotonic()
+            with self.assertRaises(Interrupted):
+                rusage.timed([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(30)"], stdout=out.fileno())
+            self.assertLess(time.monotonic() - started, 10)
+            out.seek(0)
+            pid = int(out.read())
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
     def test_a_command_that_cannot_start(self):
         with self.assertRaisesRegex(rusage.CannotStart, "cannot start /nonexistent/command"):
