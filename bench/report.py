@@ -411,22 +411,20 @@ class Bench:
     def _close_verdict(self, close, header):
         """(measured text, met) of the closing-server goal."""
         limit = GOALS["close_vs_close_header_time_max"]
-        failed = [c for c in close["exits"] if c != 0]
-        if failed:
+        times = (
+            f"{ratio(close['wall_mean_s'], header['wall_mean_s'])} the time "
+            f"({ms(close['wall_mean_s'])} vs {ms(header['wall_mean_s'])})"
+        )
+        if any(c != 0 for c in close["exits"]):
             answered = max(close["requests"])
             return (
-                f"{exits(close['exits'])} over {close['runs']} runs; at most {answered} of {close['rows']} "
-                "requests answered",
+                f"{exits(close['exits'])} over {close['runs']} runs, at most {answered} of {close['rows']} "
+                f"requests answered; {times}",
                 False,
             )
         if any(c != 0 for c in header["exits"]):
-            return (f"exit 0, but with Connection: close {exits(header['exits'])}", False)
-        times = close["wall_mean_s"] / header["wall_mean_s"]
-        return (
-            f"exit 0, {ratio(close['wall_mean_s'], header['wall_mean_s'])} the time "
-            f"({ms(close['wall_mean_s'])} vs {ms(header['wall_mean_s'])})",
-            times <= limit,
-        )
+            return (f"exit 0, but with Connection: close {exits(header['exits'])}; {times}", False)
+        return (f"exit 0, {times}", close["wall_mean_s"] <= limit * header["wall_mean_s"])
 
     def _rows_text(self, key, default):
         if not self.raw.has(key):

@@ -324,7 +324,7 @@ class Full(unittest.TestCase):
                 "Server closing after each reply, 200 one-row requests, RETRY_DEADLINE=0: exit 0, within 2× the "
                 "time with Connection: close"
             ],
-            ("exit 69 over 2 runs; at most 5 of 200 requests answered", False),
+            ("exit 69 over 2 runs, at most 5 of 200 requests answered; 0.06× the time (10.00 ms vs 160.0 ms)", False),
         )
 
     def test_closing_server_goal_met_and_missed_on_time(self):
@@ -340,7 +340,7 @@ class Full(unittest.TestCase):
         fixture.replace("close.wall_s", 0.33, 0.34)
         self.assertEqual(goal_rows(fixture.bench())[name][1], False)
         fixture.replace("close_header.exit", 0, 76)
-        self.assertEqual(goal_rows(fixture.bench())[name], ("exit 0, but with Connection: close exit 0 (1 run), 76 (1 run)", False))
+        self.assertEqual(goal_rows(fixture.bench())[name], ("exit 0, but with Connection: close exit 0 (1 run), 76 (1 run); 2.09× the time (335.0 ms vs 160.0 ms)", False))
 
     def test_cpu_goal_needs_both_ratios(self):
         name = (
