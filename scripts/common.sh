@@ -1,17 +1,32 @@
 # shellcheck shell=bash
-# Helpers the scripts in this directory share. Each sources it first:
+# Helpers the scripts in this directory (and .ci/run) share. Each sources it
+# first:
 #
 #   . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 #
 # It defines functions and one variable, and runs nothing on its own.
 
-# The calling script's name as its messages give it: scripts/push, ...
-script_name="scripts/${0##*/}"
+# The calling script's name as its messages give it: scripts/push, .ci/run, ...
+# (its directory's name and its own, wherever it was started from).
+if [[ $0 == */* ]]; then
+    script_name=${0%/*}
+    script_name="${script_name##*/}/${0##*/}"
+    script_name=${script_name#./}
+else
+    script_name="scripts/$0"
+fi
 
 # die MESSAGE...: one clear line on stderr, then exit 1.
 die() {
     echo "$script_name: $*" >&2
     exit 1
+}
+
+# die_usage MESSAGE...: a bad command line: one line on stderr, then exit 64
+# (EX_USAGE), for the scripts whose callers tell usage errors apart.
+die_usage() {
+    echo "$script_name: $*" >&2
+    exit 64
 }
 
 # say MESSAGE...: a progress line on stderr.
@@ -50,4 +65,16 @@ lacking() {
         die "$1 is required under CI=true ($2 cannot run without it)"
     fi
     echo "!!!!! SKIPPED: $1 is not available here; $2 did not run" >&2
+}
+
+# rustup_has target|component NAME [TOOLCHAIN]: true when rustup lists NAME
+# as installed (for TOOLCHAIN, else the default one). The whole list is read,
+# so that rustup never writes into a closed pipe.
+rustup_has() {
+    local line found=1 toolchain_args=()
+    [ -z "${3:-}" ] || toolchain_args=(--toolchain "$3")
+    while IFS= read -r line; do
+        [ "$line" != "$2" ] || found=0
+    done < <(rustup "$1" list "${toolchain_args[@]}" --installed 2>/dev/null || true)
+    return "$found"
 }
