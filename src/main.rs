@@ -18,11 +18,6 @@ mod unwind;
 
 use std::process::ExitCode;
 
-/// dlmalloc keeps the pages it is given; musl's allocator maps and unmaps
-/// them on nearly every request of a batch job.
-#[global_allocator]
-static HEAP: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
 fn main() -> ExitCode {
     if let Some(code) = answer_command_line() {
         return code;
