@@ -1,22 +1,15 @@
-//! `service-to-service`: the job of Snowpark Container Services Tutorial 3,
-//! as a static binary. It POSTs rows to a service that speaks the
-//! service-function row format, checks every reply, and exits non-zero when
-//! anything failed, so that SPCS reports the job as FAILED.
+//! `service-to-service`: read the configuration, run the job, and map the
+//! outcome to an exit code, which SPCS turns into the job's status.
+//!
+//! The two modules here are the binary's own: what its static link would
+//! otherwise take from libunwind and from musl's printf engine.
 
-mod client;
-mod config;
-mod error;
-mod input;
-mod job;
-mod logging;
-mod output;
-mod resolve;
-mod rows;
-mod signals;
 mod thread_name;
 mod unwind;
 
 use std::process::ExitCode;
+
+use service_to_service::{config, job, logging, signals};
 
 fn main() -> ExitCode {
     if let Some(code) = answer_command_line() {
