@@ -19,9 +19,9 @@ use ureq::unversioned::transport::TcpConnector;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
-use crate::logging::Seconds;
 use crate::resolve::{CachingResolver, ResolveCache};
 use crate::rows::{self, Problem, Reply};
+use crate::time::Seconds;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -249,7 +249,7 @@ impl Client {
         let protocol = |problem: String| {
             Failure::Fatal(Error::protocol(
                 &self.url.to_string(),
-                self.url.redact_str(problem),
+                self.url.secrets().redact_str(problem),
             ))
         };
         match status {
@@ -257,7 +257,7 @@ impl Client {
                 Problem::EndsEarly if ends_at_close => Failure::Transient(
                     "the connection closed before the reply's JSON was complete".to_owned(),
                 ),
-                problem => protocol(problem.describe(&self.url.redact(reply.body()))),
+                problem => protocol(problem.describe(&self.url.secrets().redact(reply.body()))),
             }),
             300..=399 => Err(protocol(format!(
                 "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
@@ -265,7 +265,7 @@ impl Client {
             ))),
             _ => Err(protocol(format!(
                 "HTTP {status}: {}",
-                rows::preview(&self.url.redact(reply.body()))
+                rows::preview(&self.url.secrets().redact(reply.body()))
             ))),
         }
     }

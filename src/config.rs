@@ -5,18 +5,15 @@
 //! in a specification fails the job at once with exit 64 instead of after the
 //! retry deadline.
 
-use std::borrow::Cow;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::prelude::BASE64_STANDARD;
-use percent_encoding::percent_decode_str;
 use ureq::http::Uri;
 
 use crate::error::Error;
 use crate::rows::InputFormat;
+use crate::secrets::Secrets;
 
 /// One line of `--help` per variable: name, default, meaning.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
@@ -152,16 +149,9 @@ pub struct ServiceUrl {
     /// before anything is sent.
     uri: Uri,
     redacted: String,
-    /// Every form in which the password could come back in a reply: as
-    /// written, percent-decoded, and inside the Basic authorization token
-    /// that the client sends (a service or proxy may echo request headers).
-    secrets: Vec<Vec<u8>>,
+    /// The forms of the password, for keeping it out of log lines.
+    secrets: Secrets,
 }
-
-/// Passwords shorter than this are not searched for in text on their own
-/// (a one-letter password would blank out every such letter of a message);
-/// their Basic token still is.
-const SHORTEST_REDACTED_PASSWORD: usize = 4;
 
 impl ServiceUrl {
     /// The URL as the HTTP client takes it, credentials included.
@@ -169,49 +159,10 @@ impl ServiceUrl {
         &self.uri
     }
 
-    /// `text` with every form of the URL's password replaced by `***`, for
-    /// text from the service that goes into a log line. Borrowed when there
-    /// was nothing to replace.
-    pub fn redact<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
-        crate::logging::redact(&self.secrets, text)
-    }
-
-    /// `redact` for a message.
-    pub fn redact_str(&self, text: String) -> String {
-        match self.redact(text.as_bytes()) {
-            Cow::Borrowed(_) => text,
-            Cow::Owned(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        }
-    }
-
-    /// The forms of the password that `redact` replaces.
-    pub fn secrets(&self) -> &[Vec<u8>] {
+    /// The forms of the URL's password, which no log line may show.
+    pub fn secrets(&self) -> &Secrets {
         &self.secrets
     }
-}
-
-/// The forms of `userinfo`'s password to keep out of logs.
-fn secrets_of(userinfo: &str) -> Vec<Vec<u8>> {
-    let Some((_, password)) = userinfo.split_once(':') else {
-        return Vec::new();
-    };
-    // The client sends `Basic base64(user:password)`, with both as written.
-    let mut secrets = vec![BASE64_STANDARD.encode(userinfo).into_bytes()];
-    if password.len() >= SHORTEST_REDACTED_PASSWORD {
-        let decoded: Vec<u8> = percent_decode_str(password).collect();
-        // As a log line quotes it (`{:?}` escapes quotes and backslashes).
-        let quoted = format!("{:?}", String::from_utf8_lossy(&decoded));
-        for form in [
-            password.as_bytes().to_vec(),
-            decoded,
-            quoted.as_bytes()[1..quoted.len() - 1].to_vec(),
-        ] {
-            if !secrets.contains(&form) {
-                secrets.push(form);
-            }
-        }
-    }
-    secrets
 }
 
 impl std::fmt::Debug for ServiceUrl {
@@ -489,7 +440,7 @@ pub fn parse_service_url(url: &str) -> Result<ServiceUrl, Error> {
     Ok(ServiceUrl {
         uri,
         redacted,
-        secrets: userinfo.map(secrets_of).unwrap_or_default(),
+        secrets: userinfo.map(Secrets::of_userinfo).unwrap_or_default(),
     })
 }
 
@@ -612,28 +563,6 @@ mod tests {
             "http://bob:s3cret@h:8000/echo?q=1"
         );
         assert!(!format!("{secret:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn echoed_passwords_are_redacted_in_every_form() {
-        let url = parse_service_url("http://bob:s3cr%22et@h/echo").unwrap();
-        // base64("bob:s3cr%22et"), as the client sends it.
-        assert_eq!(
-            BASE64_STANDARD.encode("bob:s3cr%22et"),
-            "Ym9iOnMzY3IlMjJldA=="
-        );
-        let echoed = br#"Basic Ym9iOnMzY3IlMjJldA== s3cr%22et s3cr"et s3cr"et"#;
-        assert_eq!(&*url.redact(echoed), b"Basic *** *** *** ***".as_slice());
-        assert!(matches!(url.redact(b"nothing here"), Cow::Borrowed(_)));
-        assert_eq!(
-            url.redact_str("HTTP 401: s3cr%22et".into()),
-            "HTTP 401: ***"
-        );
-        // No password, nothing to hide; a short one only as its token.
-        let plain = parse_service_url("http://h/echo").unwrap();
-        assert!(matches!(plain.redact(b"x"), Cow::Borrowed(_)));
-        let short = parse_service_url("http://bob:pw@h/echo").unwrap();
-        assert_eq!(&*short.redact(b"pw Ym9iOnB3"), b"pw ***".as_slice());
     }
 
     #[test]

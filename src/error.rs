@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::logging::Seconds;
+use crate::time::Seconds;
 
 /// Everything that can end a job early.
 #[derive(Debug)]

@@ -17,9 +17,9 @@ use crate::client::Client;
 use crate::config::{Config, Input};
 use crate::error::Error;
 use crate::input::{self, Rows};
-use crate::logging::Seconds;
 use crate::output::AtomicFile;
 use crate::rows::{self, Batch, Reply};
+use crate::time::Seconds;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 

@@ -38,5 +38,7 @@ mod output;
 #[allow(unsafe_code)]
 mod resolve;
 mod rows;
+pub mod secrets;
 #[allow(unsafe_code)]
 pub mod signals;
+mod time;

@@ -9,7 +9,7 @@ mod unwind;
 
 use std::process::ExitCode;
 
-use service_to_service::{config, job, logging, signals};
+use service_to_service::{config, job, logging, secrets, signals};
 
 fn main() -> ExitCode {
     if let Some(code) = answer_command_line() {
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         .and_then(|config| {
             // Before the first request: the client's log lines may quote
             // what the service sends back, password and all.
-            logging::hide(config.service.secrets());
+            secrets::hide_in_logs(config.service.secrets());
             job::run(&config)
         });
     match outcome {

@@ -1,0 +1,153 @@
+//! What no log line may show: the forms in which the service URL's password
+//! can come back, and their removal from text.
+//!
+//! A password can reach a log line as written in `SERVICE_URL`,
+//! percent-decoded, quoted by a `{:?}`, or inside the Basic authorization
+//! token the client sends (a service or proxy may echo request headers in an
+//! error body). `main` installs the forms once, before the first request,
+//! and from then on the logger takes them out of every line, whichever crate
+//! logs it. Text from the service that goes into an error message is
+//! redacted where it is quoted.
+//!
+//! Left out: passwords shorter than four characters are not searched for on
+//! their own, as a one-letter password would blank out that letter in every
+//! message; their Basic token still is.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
+use percent_encoding::percent_decode_str;
+
+const SHORTEST_REDACTED_PASSWORD: usize = 4;
+
+/// The forms of one password, each replaced by `***` in text.
+#[derive(Clone, Default, PartialEq)]
+pub struct Secrets {
+    forms: Vec<Vec<u8>>,
+}
+
+impl Secrets {
+    /// The forms of the password in a URL's `user:password` part; none when
+    /// it has no password.
+    pub fn of_userinfo(userinfo: &str) -> Secrets {
+        let Some((_, password)) = userinfo.split_once(':') else {
+            return Secrets::default();
+        };
+        // The client sends `Basic base64(user:password)`, with both as written.
+        let mut forms = vec![BASE64_STANDARD.encode(userinfo).into_bytes()];
+        if password.len() >= SHORTEST_REDACTED_PASSWORD {
+            let decoded: Vec<u8> = percent_decode_str(password).collect();
+            // As a log line quotes it (`{:?}` escapes quotes and backslashes).
+            let quoted = format!("{:?}", String::from_utf8_lossy(&decoded));
+            for form in [
+                password.as_bytes().to_vec(),
+                decoded,
+                quoted.as_bytes()[1..quoted.len() - 1].to_vec(),
+            ] {
+                if !forms.contains(&form) {
+                    forms.push(form);
+                }
+            }
+        }
+        Secrets { forms }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// `text` with every form replaced by `***`; borrowed when there was
+    /// nothing to replace.
+    pub fn redact<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut text = Cow::Borrowed(text);
+        for secret in &self.forms {
+            let Some(first) = find(&text, secret) else {
+                continue;
+            };
+            let mut out = text[..first].to_vec();
+            let mut rest = &text[first..];
+            while let Some(at) = find(rest, secret) {
+                out.extend_from_slice(&rest[..at]);
+                out.extend_from_slice(b"***");
+                rest = &rest[at + secret.len()..];
+            }
+            out.extend_from_slice(rest);
+            text = Cow::Owned(out);
+        }
+        text
+    }
+
+    /// `redact` for a message.
+    pub fn redact_str(&self, text: String) -> String {
+        match self.redact(text.as_bytes()) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}
+
+/// Forms are never printed, not even by `{:?}`.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({} forms)", self.forms.len())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+static HIDDEN_IN_LOGS: OnceLock<Secrets> = OnceLock::new();
+
+/// From now on every log line has `secrets` taken out. Only the first call
+/// counts.
+pub fn hide_in_logs(secrets: &Secrets) {
+    let _ = HIDDEN_IN_LOGS.set(secrets.clone());
+}
+
+/// What the logger must take out of each line, if anything.
+pub fn hidden_in_logs() -> Option<&'static Secrets> {
+    HIDDEN_IN_LOGS.get().filter(|secrets| !secrets.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_of_the_password_is_redacted() {
+        let secrets = Secrets::of_userinfo("bob:s3cr%22et");
+        // base64("bob:s3cr%22et"), as the client sends it.
+        assert_eq!(
+            BASE64_STANDARD.encode("bob:s3cr%22et"),
+            "Ym9iOnMzY3IlMjJldA=="
+        );
+        let echoed = br#"Basic Ym9iOnMzY3IlMjJldA== s3cr%22et s3cr"et s3cr\"et"#;
+        assert_eq!(
+            &*secrets.redact(echoed),
+            b"Basic *** *** *** ***".as_slice()
+        );
+        assert!(matches!(secrets.redact(b"nothing here"), Cow::Borrowed(_)));
+        assert_eq!(
+            secrets.redact_str("HTTP 401: s3cr%22et".into()),
+            "HTTP 401: ***"
+        );
+        assert!(!format!("{secrets:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn no_password_nothing_to_hide_and_a_short_one_only_as_its_token() {
+        let none = Secrets::of_userinfo("bob");
+        assert!(none.is_empty());
+        assert!(matches!(none.redact(b"x"), Cow::Borrowed(_)));
+        let short = Secrets::of_userinfo("bob:pw");
+        assert_eq!(&*short.redact(b"pw Ym9iOnB3"), b"pw ***".as_slice());
+    }
+}
