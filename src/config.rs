@@ -15,66 +15,90 @@ use crate::error::Error;
 use crate::rows::InputFormat;
 use crate::secrets::Secrets;
 
-/// One line of `--help` per variable: name, default, meaning.
-pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "SERVICE_URL",
-        "http://localhost:8080/echo",
-        "endpoint that speaks the service-function row format (http only)",
-    ),
-    (
-        "ECHO_TEXT",
-        "Hello",
-        "the single row sent when INPUT_FILE is unset",
-    ),
-    (
-        "INPUT_FILE",
-        "(unset)",
-        "UTF-8 file with one row per line; - reads stdin",
-    ),
-    (
-        "INPUT_FORMAT",
-        "lines",
-        "lines: each line is one string column; jsonl: each line is a JSON array of columns",
-    ),
-    (
-        "OUTPUT_FILE",
-        "(unset)",
-        "JSON lines [index, reply], written atomically; {index} becomes SNOWFLAKE_JOB_INDEX",
-    ),
-    ("BATCH_SIZE", "100", "rows per request"),
-    ("CONCURRENCY", "1", "requests in flight at once"),
-    ("CONNECT_TIMEOUT", "5s", "per connection attempt"),
-    (
-        "REQUEST_TIMEOUT",
-        "30s",
-        "per attempt, from connect to the last byte of the reply",
-    ),
-    (
-        "RETRY_DEADLINE",
-        "60s",
-        "how long transient failures are retried (0 = never)",
-    ),
-    (
-        "MAX_RESPONSE_BYTES",
-        "10485760",
-        "largest reply body accepted, in bytes",
-    ),
-    (
-        "SNOWFLAKE_JOBS_COUNT",
-        "1",
-        "replicas in the job (set by SPCS); rows are split by index modulo this",
-    ),
-    (
-        "SNOWFLAKE_JOB_INDEX",
-        "0",
-        "this replica's 0-based index (set by SPCS)",
-    ),
-    (
-        "RUST_LOG",
-        "info",
-        "log level: error, warn, info, debug, trace or off",
-    ),
+/// An environment variable the job reads.
+pub struct Variable {
+    pub name: &'static str,
+    /// What an unset variable means, written as a user would set it: parsed
+    /// exactly like a value from the environment. None: unset means absent.
+    pub default: Option<&'static str>,
+    pub meaning: &'static str,
+}
+
+/// Every variable, in `--help`'s order. The defaults here are the only ones:
+/// `--help` prints them and `Config::from_lookup` parses them.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "SERVICE_URL",
+        default: Some("http://localhost:8080/echo"),
+        meaning: "endpoint that speaks the service-function row format (http only)",
+    },
+    Variable {
+        name: "ECHO_TEXT",
+        default: Some("Hello"),
+        meaning: "the single row sent when INPUT_FILE is unset",
+    },
+    Variable {
+        name: "INPUT_FILE",
+        default: None,
+        meaning: "UTF-8 file with one row per line; - reads stdin",
+    },
+    Variable {
+        name: "INPUT_FORMAT",
+        default: Some("lines"),
+        meaning: "lines: each line is one string column; jsonl: each line is a JSON array of columns",
+    },
+    Variable {
+        name: "OUTPUT_FILE",
+        default: None,
+        meaning: "JSON lines [index, reply], written atomically; {index} becomes SNOWFLAKE_JOB_INDEX",
+    },
+    Variable {
+        name: "BATCH_SIZE",
+        default: Some("100"),
+        meaning: "rows per request",
+    },
+    Variable {
+        name: "CONCURRENCY",
+        default: Some("1"),
+        meaning: "requests in flight at once",
+    },
+    Variable {
+        name: "CONNECT_TIMEOUT",
+        default: Some("5s"),
+        meaning: "per connection attempt",
+    },
+    Variable {
+        name: "REQUEST_TIMEOUT",
+        default: Some("30s"),
+        meaning: "per attempt, from connect to the last byte of the reply",
+    },
+    Variable {
+        name: "RETRY_DEADLINE",
+        default: Some("60s"),
+        meaning: "how long transient failures are retried (0 = never)",
+    },
+    Variable {
+        name: "MAX_RESPONSE_BYTES",
+        default: Some("10485760"),
+        meaning: "largest reply body accepted, in bytes",
+    },
+    Variable {
+        name: "SNOWFLAKE_JOBS_COUNT",
+        default: Some("1"),
+        meaning: "replicas in the job (set by SPCS); rows are split by index modulo this",
+    },
+    Variable {
+        name: "SNOWFLAKE_JOB_INDEX",
+        default: Some("0"),
+        meaning: "this replica's 0-based index (set by SPCS)",
+    },
+    // Read by `logging::init`, before the rest, so that a bad setting
+    // elsewhere is still logged; its default there is the same.
+    Variable {
+        name: "RUST_LOG",
+        default: Some("info"),
+        meaning: "log level: error, warn, info, debug, trace or off",
+    },
 ];
 
 /// The `--help` text: what the job does, every variable with its default,
@@ -84,7 +108,9 @@ pub fn help() -> String {
         "service-to-service: POST rows to a Snowpark Container Services service and check\n\
          every reply. Settings come from the environment:\n\n",
     );
-    for (name, default, meaning) in VARIABLES {
+    for variable in VARIABLES {
+        let (name, meaning) = (variable.name, variable.meaning);
+        let default = variable.default.unwrap_or("(unset)");
         text.push_str(&format!("  {name:<21} {default:<27} {meaning}\n"));
     }
     text.push_str(
@@ -94,6 +120,14 @@ pub fn help() -> String {
          130 SIGINT; 143 SIGTERM.\n",
     );
     text
+}
+
+/// The default of the variable called `name`, from `VARIABLES`.
+fn default_of(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .find(|variable| variable.name == name)
+        .and_then(|variable| variable.default)
 }
 
 /// Durations above this are almost certainly a unit mistake (`60000` meant as ms).
@@ -186,21 +220,21 @@ impl Config {
     /// Reads settings through `lookup`, so tests need not touch the process
     /// environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Config, Error> {
+        // A variable's value, or its default when unset; None when unset
+        // with no default.
         let get = |name: &'static str| -> Result<Option<String>, Error> {
             match lookup(name) {
-                None => Ok(None),
+                None => Ok(default_of(name).map(str::to_owned)),
                 Some(value) => value
                     .into_string()
                     .map(Some)
                     .map_err(|_| Error::config(name, "is not valid UTF-8")),
             }
         };
+        // Every variable but the two files has a default.
+        let text = |name: &'static str| get(name).map(Option::unwrap_or_default);
 
-        let service = parse_service_url(
-            get("SERVICE_URL")?
-                .as_deref()
-                .unwrap_or("http://localhost:8080/echo"),
-        )?;
+        let service = parse_service_url(&text("SERVICE_URL")?)?;
         let input = match lookup("INPUT_FILE") {
             Some(path) if path == "-" => Input::Stdin,
             Some(path) if path.is_empty() => {
@@ -210,11 +244,11 @@ impl Config {
                 ));
             }
             Some(path) => Input::File(PathBuf::from(path)),
-            None => Input::Single(get("ECHO_TEXT")?.unwrap_or_else(|| "Hello".to_owned())),
+            None => Input::Single(text("ECHO_TEXT")?),
         };
         let shard = parse_shard(
-            get("SNOWFLAKE_JOB_INDEX")?.as_deref(),
-            get("SNOWFLAKE_JOBS_COUNT")?.as_deref(),
+            &text("SNOWFLAKE_JOB_INDEX")?,
+            &text("SNOWFLAKE_JOBS_COUNT")?,
         )?;
         let output = match get("OUTPUT_FILE")? {
             None => None,
@@ -229,21 +263,17 @@ impl Config {
             )),
         };
 
-        let duration = |name: &'static str, default: Duration, zero_ok: bool| match get(name)? {
-            None => Ok(default),
-            Some(text) => parse_duration(&text, zero_ok).map_err(|p| Error::config(name, p)),
+        let duration = |name: &'static str, zero_ok: bool| {
+            parse_duration(&text(name)?, zero_ok).map_err(|p| Error::config(name, p))
         };
-        let count = |name: &'static str, default: usize, max: usize| -> Result<usize, Error> {
-            match get(name)? {
-                None => Ok(default),
-                Some(text) => parse_count(&text, max).map_err(|p| Error::config(name, p)),
-            }
+        let count = |name: &'static str, max: usize| {
+            parse_count(&text(name)?, max).map_err(|p| Error::config(name, p))
         };
 
-        let input_format = match get("INPUT_FORMAT")?.as_deref().map(str::trim) {
-            None | Some("lines") => InputFormat::Lines,
-            Some("jsonl") => InputFormat::Jsonl,
-            Some(other) => {
+        let input_format = match text("INPUT_FORMAT")?.trim() {
+            "lines" => InputFormat::Lines,
+            "jsonl" => InputFormat::Jsonl,
+            other => {
                 return Err(Error::config(
                     "INPUT_FORMAT",
                     format!(
@@ -259,17 +289,12 @@ impl Config {
             input,
             input_format,
             output,
-            batch_size: count("BATCH_SIZE", 100, MAX_BATCH_SIZE)?,
-            concurrency: count("CONCURRENCY", 1, MAX_CONCURRENCY)?,
-            connect_timeout: duration("CONNECT_TIMEOUT", Duration::from_secs(5), false)?,
-            request_timeout: duration("REQUEST_TIMEOUT", Duration::from_secs(30), false)?,
-            retry_deadline: duration("RETRY_DEADLINE", Duration::from_secs(60), true)?,
-            max_response_bytes: match get("MAX_RESPONSE_BYTES")? {
-                None => 10 * 1024 * 1024,
-                Some(text) => parse_count(&text, usize::MAX)
-                    .map(|n| n as u64)
-                    .map_err(|p| Error::config("MAX_RESPONSE_BYTES", p))?,
-            },
+            batch_size: count("BATCH_SIZE", MAX_BATCH_SIZE)?,
+            concurrency: count("CONCURRENCY", MAX_CONCURRENCY)?,
+            connect_timeout: duration("CONNECT_TIMEOUT", false)?,
+            request_timeout: duration("REQUEST_TIMEOUT", false)?,
+            retry_deadline: duration("RETRY_DEADLINE", true)?,
+            max_response_bytes: count("MAX_RESPONSE_BYTES", usize::MAX)? as u64,
             shard,
         })
     }
@@ -343,26 +368,20 @@ fn parse_count(text: &str, max: usize) -> Result<usize, String> {
     }
 }
 
-fn parse_shard(index: Option<&str>, count: Option<&str>) -> Result<Shard, Error> {
+fn parse_shard(index: &str, count: &str) -> Result<Shard, Error> {
     let number = |name: &'static str, text: &str| {
         text.trim()
             .parse::<u64>()
             .map_err(|_| Error::config(name, format!("{text:?} is not a whole number")))
     };
-    let count = match count {
-        None => 1,
-        Some(text) => number("SNOWFLAKE_JOBS_COUNT", text)?,
-    };
+    let count = number("SNOWFLAKE_JOBS_COUNT", count)?;
     if count == 0 {
         return Err(Error::config(
             "SNOWFLAKE_JOBS_COUNT",
             "is 0; a job has at least 1 replica",
         ));
     }
-    let index = match index {
-        None => 0,
-        Some(text) => number("SNOWFLAKE_JOB_INDEX", text)?,
-    };
+    let index = number("SNOWFLAKE_JOB_INDEX", index)?;
     if index >= count {
         return Err(Error::config(
             "SNOWFLAKE_JOB_INDEX",
@@ -503,6 +522,33 @@ mod tests {
         assert_eq!(c.batch_size, 100);
         assert_eq!(c.concurrency, 1);
         assert_eq!(c.shard, Shard { index: 0, count: 1 });
+    }
+
+    #[test]
+    fn every_variable_read_is_in_the_table_and_in_help() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        Config::from_lookup(|name| {
+            asked.borrow_mut().push(name.to_owned());
+            None
+        })
+        .unwrap();
+        let help = help();
+        for name in asked.into_inner() {
+            let variable = VARIABLES.iter().find(|v| v.name == name);
+            assert!(variable.is_some(), "{name} is read but not in VARIABLES");
+            assert!(help.contains(&name), "{name} is not in --help");
+        }
+        for variable in VARIABLES {
+            let default = variable.default.unwrap_or("(unset)");
+            let line = help
+                .lines()
+                .find(|line| line.split_whitespace().next() == Some(variable.name));
+            assert!(
+                line.is_some_and(|line| line.contains(default)),
+                "--help shows {} without its default {default}",
+                variable.name
+            );
+        }
     }
 
     #[test]
