@@ -46,15 +46,15 @@ pub struct Client {
     retries: AtomicU64,
 }
 
-/// How one attempt failed.
-enum Failure {
+/// What a failed attempt means for the request.
+enum Verdict {
     /// The connection was closed or reset before the reply began. On a
     /// kept-alive connection that is most often a server that closed it
     /// while it sat idle, so the request is worth sending again at once.
-    Dropped(String),
+    SendAgain(String),
     /// Worth another attempt, after a backoff, until the retry deadline.
-    Transient(String),
-    Fatal(Error),
+    RetryLater(String),
+    GiveUp(Error),
 }
 
 /// What one attempt may take.
@@ -143,14 +143,14 @@ impl Client {
         loop {
             let cause = match self.attempt(body, sent, reply, &limits) {
                 Ok(()) => return Ok(()),
-                Err(Failure::Fatal(error)) => return Err(error),
-                Err(Failure::Dropped(cause)) if !sent_again => {
+                Err(Verdict::GiveUp(error)) => return Err(error),
+                Err(Verdict::SendAgain(cause)) if !sent_again => {
                     log::debug!("{cause}; sending the request again on a new connection");
                     sent_again = true;
                     limits.new_connection = true;
                     continue;
                 }
-                Err(Failure::Dropped(cause) | Failure::Transient(cause)) => cause,
+                Err(Verdict::SendAgain(cause) | Verdict::RetryLater(cause)) => cause,
             };
             // The service may have moved: look its name up again next time.
             self.resolved.forget();
@@ -191,7 +191,7 @@ impl Client {
         sent: &[u64],
         reply: &mut Reply,
         limits: &Limits,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Verdict> {
         let mut request = Request::new(body);
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.url.uri().clone();
@@ -240,21 +240,21 @@ impl Client {
         log::debug!("HTTP {status} ({} bytes)", reply.body().len());
 
         if TRANSIENT_STATUSES.contains(&status) {
-            return Err(Failure::Transient(format!("HTTP {status}")));
+            return Err(Verdict::RetryLater(format!("HTTP {status}")));
         }
         // What the service says goes into the ERROR line, and a service or
         // proxy may echo the request's Authorization header or URL back: so
         // the password is taken out first, before any cut to 200 bytes.
         // Only on this error path: a good reply is never searched.
         let protocol = |problem: String| {
-            Failure::Fatal(Error::protocol(
+            Verdict::GiveUp(Error::protocol(
                 &self.url.to_string(),
                 self.url.secrets().redact_str(problem),
             ))
         };
         match status {
             200..=299 => reply.decode(sent).map_err(|problem| match problem {
-                Problem::EndsEarly if ends_at_close => Failure::Transient(
+                Problem::EndsEarly if ends_at_close => Verdict::RetryLater(
                     "the connection closed before the reply's JSON was complete".to_owned(),
                 ),
                 problem => protocol(problem.describe(&self.url.secrets().redact(reply.body()))),
@@ -271,14 +271,14 @@ impl Client {
     }
 
     /// A failure before the reply's head was read whole.
-    fn before_reply(&self, error: ureq::Error) -> Failure {
+    fn before_reply(&self, error: ureq::Error) -> Verdict {
         match &error {
             ureq::Error::Io(io) => match io.kind() {
                 ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe => Failure::Dropped("connection reset".to_owned()),
+                | ErrorKind::BrokenPipe => Verdict::SendAgain("connection reset".to_owned()),
                 ErrorKind::UnexpectedEof => {
-                    Failure::Dropped("connection closed before the reply was complete".to_owned())
+                    Verdict::SendAgain("connection closed before the reply was complete".to_owned())
                 }
                 _ => self.classify(error),
             },
@@ -286,26 +286,28 @@ impl Client {
         }
     }
 
-    fn classify(&self, error: ureq::Error) -> Failure {
+    fn classify(&self, error: ureq::Error) -> Verdict {
         use ureq::Error as E;
         let protocol =
-            |problem: String| Failure::Fatal(Error::protocol(&self.url.to_string(), problem));
+            |problem: String| Verdict::GiveUp(Error::protocol(&self.url.to_string(), problem));
         match error {
-            E::HostNotFound => Failure::Transient("host not found (DNS)".to_owned()),
-            E::ConnectionFailed => Failure::Transient("connection failed".to_owned()),
-            E::Timeout(which) => Failure::Transient(format!("timed out ({which})")),
-            E::BodyStalled => Failure::Transient("the reply stalled".to_owned()),
+            E::HostNotFound => Verdict::RetryLater("host not found (DNS)".to_owned()),
+            E::ConnectionFailed => Verdict::RetryLater("connection failed".to_owned()),
+            E::Timeout(which) => Verdict::RetryLater(format!("timed out ({which})")),
+            E::BodyStalled => Verdict::RetryLater("the reply stalled".to_owned()),
             E::Io(io) => match io.kind() {
-                ErrorKind::ConnectionRefused => Failure::Transient("connection refused".to_owned()),
+                ErrorKind::ConnectionRefused => {
+                    Verdict::RetryLater("connection refused".to_owned())
+                }
                 ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe => Failure::Transient("connection reset".to_owned()),
+                | ErrorKind::BrokenPipe => Verdict::RetryLater("connection reset".to_owned()),
                 // The peer closed mid-exchange: a restart looks exactly like this.
-                ErrorKind::UnexpectedEof => {
-                    Failure::Transient("connection closed before the reply was complete".to_owned())
-                }
+                ErrorKind::UnexpectedEof => Verdict::RetryLater(
+                    "connection closed before the reply was complete".to_owned(),
+                ),
                 ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                    Failure::Transient("timed out".to_owned())
+                    Verdict::RetryLater("timed out".to_owned())
                 }
                 // The peer's bytes broke HTTP framing: the service answered wrongly.
                 ErrorKind::InvalidData | ErrorKind::InvalidInput => {
@@ -313,7 +315,7 @@ impl Client {
                 }
                 // Everything else is the network's: a failed DNS lookup
                 // arrives here too.
-                _ => Failure::Transient(format!("network error: {io}")),
+                _ => Verdict::RetryLater(format!("network error: {io}")),
             },
             E::BodyExceedsLimit(limit) => protocol(format!(
                 "reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"

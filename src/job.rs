@@ -57,8 +57,8 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let mut next_to_write = 0u64;
     let mut input_done = false;
     // Answered batches waiting for an earlier one; the front is
-    // `next_to_write`. A VecDeque rather than a BTreeMap (issue 10): the
-    // release binary measured 6,784 B smaller (3,755 B gzip -9) on this code.
+    // `next_to_write`. Their numbers are a short run of consecutive ones,
+    // so a VecDeque indexed from the front holds them.
     let mut waiting: VecDeque<Option<Slot>> = VecDeque::new();
     let mut spare: Vec<Slot> = Vec::new();
     let mut lines = Vec::new();
@@ -127,10 +127,9 @@ pub fn run(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// A queue between threads: a Mutex and a Condvar rather than
-/// std::sync::mpsc (issue 10), as the job needs no more than push and a
-/// blocking pop. The release binary measured 17,824 B smaller (7,955 B
-/// gzip -9) on this code than with mpsc channels in its place.
+/// A queue between threads: a Mutex and a Condvar, as the job needs no more
+/// than push and a blocking pop. std::sync::mpsc's channels cost more binary
+/// than the size goal leaves room for (README, Building).
 struct Queue<T> {
     state: Mutex<QueueState<T>>,
     changed: Condvar,
@@ -211,12 +210,12 @@ impl Drop for Worker {
 
 /// Where batches go to be sent: with one request in flight, the main thread
 /// sends them itself. A worker thread would add nothing there but two
-/// thread wake-ups per batch, and those were a third of the job's CPU time at
-/// a hundred rows a request (issue 11).
+/// thread wake-ups per batch, a large share of the job's CPU at a hundred
+/// rows a request.
 enum Senders {
     Inline {
         client: Arc<Client>,
-        request: Request,
+        body: Vec<u8>,
         log_rows: bool,
         answered: VecDeque<Answered>,
     },
@@ -231,7 +230,7 @@ impl Senders {
         if count <= 1 {
             return Senders::Inline {
                 client: Arc::clone(client),
-                request: Request::default(),
+                body: Vec::new(),
                 log_rows,
                 answered: VecDeque::new(),
             };
@@ -244,10 +243,10 @@ impl Senders {
             let worker = Worker(Arc::clone(&queues));
             let client = Arc::clone(client);
             std::thread::spawn(move || {
-                // Reused for every request this worker sends.
-                let mut request = Request::default();
+                // The request body, built anew in the same buffer each time.
+                let mut body = Vec::new();
                 while let Some(slot) = worker.0.work.pop() {
-                    let answered = send(&client, slot, &mut request, log_rows);
+                    let answered = send(&client, slot, &mut body, log_rows);
                     worker.0.answered.push(answered);
                 }
             });
@@ -262,10 +261,10 @@ impl Senders {
         match self {
             Senders::Inline {
                 client,
-                request,
+                body,
                 log_rows,
                 answered,
-            } => answered.push_back(send(client, slot, request, *log_rows)),
+            } => answered.push_back(send(client, slot, body, *log_rows)),
             Senders::Threads { queues, .. } => queues.work.push(slot),
         }
     }
@@ -290,13 +289,7 @@ impl Senders {
     }
 }
 
-/// A request's body, built anew into the same buffer each time.
-#[derive(Default)]
-struct Request {
-    body: Vec<u8>,
-}
-
-fn send(client: &Client, mut slot: Slot, request: &mut Request, log_rows: bool) -> Answered {
+fn send(client: &Client, mut slot: Slot, body: &mut Vec<u8>, log_rows: bool) -> Answered {
     let batch = &slot.batch;
     if log_rows {
         for i in 0..batch.len() {
@@ -307,8 +300,8 @@ fn send(client: &Client, mut slot: Slot, request: &mut Request, log_rows: bool) 
         let first = batch.indices().first().copied().unwrap_or(0);
         log::debug!("Sending {} rows from index {first}", batch.len());
     }
-    rows::encode_request(batch, &mut request.body);
-    let result = client.send(&request.body, batch.indices(), &mut slot.reply);
+    rows::encode_request(batch, body);
+    let result = client.send(body, batch.indices(), &mut slot.reply);
     (slot, result)
 }
 
@@ -346,9 +339,6 @@ impl Progress {
     fn describe(&self, retries: u64) -> String {
         let elapsed = self.started.elapsed();
         let total = self.total.map_or("?".to_owned(), |t| t.to_string());
-        // u64, not u128: with src/logging.rs's Seconds, the last u128 that
-        // was formatted or divided. Measured: 1,504 bytes (gzip -9 of the
-        // binary: 854) off the stable release binary, 888 (519) off the tiny.
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let rate = self.done.saturating_mul(1000) / millis.max(1);
         format!(

@@ -72,7 +72,7 @@ impl AtomicFile {
             })?;
         }
         self.committed = true;
-        signals::forget(&self.temp);
+        signals::leave_on_stop(&self.temp);
         Ok(())
     }
 
@@ -128,7 +128,7 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.temp);
-            signals::forget(&self.temp);
+            signals::leave_on_stop(&self.temp);
         }
     }
 }

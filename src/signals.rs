@@ -44,8 +44,8 @@ pub fn remove_on_stop(path: PathBuf) {
     }
 }
 
-/// The job has dealt with `path` itself.
-pub fn forget(path: &PathBuf) {
+/// The job has dealt with `path` itself: a stop leaves it alone.
+pub fn leave_on_stop(path: &PathBuf) {
     if let Ok(mut files) = FILES_TO_REMOVE.lock() {
         files.retain(|p| p != path);
     }

@@ -9,9 +9,9 @@
 //! With `panic = "abort"` no unwind ever starts, so none of that can run
 //! except the backtrace. Defining these symbols keeps libunwind out of the
 //! link, and because this `_Unwind_Backtrace` never calls back, LTO drops the
-//! whole symbolizer. Measured on this code, the stable release binary went
-//! from 852,936 to 577,176 bytes (gzip -9: 432,464 to 296,602). The tiny
-//! build's std prints no backtraces, so there it changes nothing (8 bytes).
+//! whole symbolizer, which would otherwise be most of the binary (README,
+//! Building, has the figures). The tiny build's std prints no backtraces, so
+//! there it changes next to nothing.
 //!
 //! What a panic prints now: its message and location as before, and with
 //! `RUST_BACKTRACE=1` a backtrace with no frames. The stripped binary never
