@@ -280,10 +280,12 @@ fn getaddrinfo(name: &str, family: i32) -> Result<Vec<IpAddr>, i32> {
         let entry = unsafe { &*next };
         match entry.ai_family {
             libc::AF_INET => {
+                // SAFETY: an AF_INET entry's ai_addr is a sockaddr_in.
                 let v4 = unsafe { &*(entry.ai_addr as *const libc::sockaddr_in) };
                 found.push(IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()));
             }
             libc::AF_INET6 => {
+                // SAFETY: an AF_INET6 entry's ai_addr is a sockaddr_in6.
                 let v6 = unsafe { &*(entry.ai_addr as *const libc::sockaddr_in6) };
                 found.push(IpAddr::from(v6.sin6_addr.s6_addr));
             }

@@ -580,6 +580,7 @@ fn wait_with_peak_rss(child: Child, (out, err): OutputReaders, started: Instant)
     let mut status = 0;
     // SAFETY: rusage is plain data, zeroed and filled by wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for this test's own child; both pointers are valid.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4 failed");
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
@@ -609,6 +610,7 @@ fn trace_to_exit(pid: libc::pid_t) -> Option<u64> {
     };
     // A traced child stops with SIGTRAP at its exec; untraced, it would
     // only be seen here once it has exited, so peek without reaping first.
+    // SAFETY: siginfo_t is plain data, and all zeroes is a valid one.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is valid for writing; WNOWAIT leaves the child as it is.
     let peeked = unsafe {
@@ -619,9 +621,9 @@ fn trace_to_exit(pid: libc::pid_t) -> Option<u64> {
             libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::__WALL,
         )
     };
-    // SAFETY: si_status is set for the stops and exits waitid reports.
     if peeked != 0
         || info.si_code != libc::CLD_TRAPPED
+        // SAFETY: si_status is set for the stops and exits waitid reports.
         || unsafe { info.si_status() } != libc::SIGTRAP
     {
         return None;
