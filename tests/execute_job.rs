@@ -134,6 +134,9 @@ spec:
       limits:
         memory: 64Mi
         cpu: 0.5
+  logExporters:
+    eventTableConfig:
+      logLevel: INFO
 $$
   NAME = tutorial_db.data_schema.tutorial3_job_service;
 
@@ -201,6 +204,9 @@ spec:
     gid: 65532
     stageConfig:
       name: \"@tutorial_db.data_schema.tutorial_stage\"
+  logExporters:
+    eventTableConfig:
+      logLevel: INFO
 $$
   NAME = tutorial_db.data_schema.tutorial3_job_service
   REPLICAS = 4;
