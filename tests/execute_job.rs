@@ -2,8 +2,11 @@
 //! calls it makes to a stand-in `snow` on PATH that records its arguments;
 //! then the same through the real Snowflake CLI against a fake account
 //! (tests/common/snowflake.rs), which runs the job binary for real: reruns,
-//! a failing job, a running one, the --async hint pasted into bash, and
-//! every `snow` and `scripts/execute-job` command of README's deploy section.
+//! a failing job and its platform events, a running one, the --async hint
+//! pasted into bash, logs read from the event table once a node is gone,
+//! --logs for every replica of an earlier job, an account without an event
+//! table, and every `snow` and `scripts/execute-job` command of README's
+//! deploy section.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -26,7 +29,10 @@ fn repo() -> PathBuf {
 
 /// Installs a stand-in `snow` in `dir`. Each call writes its arguments,
 /// NUL-separated, to `dir/call-N`; a PUT also copies the uploaded file to
-/// `dir/call-N.uploaded`. EXECUTE exits with $FAIL_EXECUTE (default 0).
+/// `dir/call-N.uploaded`. EXECUTE exits with $FAIL_EXECUTE (default 0), and
+/// the job's status is then FAILED. The --format json answers are shaped
+/// like the real snow's: no job before the run, then instance 0's container,
+/// its node log, and a status-change event carrying the exit code.
 fn install_stand_in(dir: &Path) {
     let script = r#"#!/bin/sh
 n=$(ls "$STANDIN_DIR" | grep -c '^call-[0-9]*$')
@@ -39,6 +45,8 @@ for a in "$@"; do
     prev="$a"
 done
 : >> "$f"
+status=DONE
+[ "${FAIL_EXECUTE:-0}" = 0 ] || status=FAILED
 case "$q" in
     PUT*)
         path=$(printf '%s\n' "$q" | sed -n "s|^PUT 'file://\([^']*\)'.*|\1|p")
@@ -49,8 +57,17 @@ case "$q" in
         echo "Job TUTORIAL3_JOB_SERVICE completed successfully with status: DONE"
         exit "${FAIL_EXECUTE:-0}"
         ;;
-    SHOW*) echo "| main | DONE | Completed successfully |" ;;
-    SELECT*) echo "| service-to-service [2026-01-01 00:00:00,000] [INFO] Received response from http://echo-service:8000/echo: Bob said Hello |" ;;
+    *"SHOW SERVICE CONTAINERS"*)
+        printf '[[{"status": "%s", "created_on": "2026-01-01T00:00:00+00:00"}],\n' "$status"
+        printf ' [{"instance_id": 0, "container_name": "main", "status": "%s", "message": "-"}]]\n' "$status"
+        ;;
+    SHOW*) echo "[]" ;;
+    *GET_SERVICE_LOGS*)
+        printf '%s\n' '[{"LOG": "service-to-service [2026-01-01 00:00:00,000] [INFO] Received response from http://echo-service:8000/echo: Bob said Hello\n"}]'
+        ;;
+    *SPCS_GET_EVENTS*)
+        printf '[{"TIMESTAMP": "2026-01-01T00:00:01", "INSTANCE_ID": 0, "CONTAINER_NAME": "main", "SEVERITY": "ERROR", "EVENT_NAME": "CONTAINER.STATUS_CHANGE", "EVENT_DETAILS": "{\\"message\\": \\"Container exited with code %s\\"}"}]\n' "${FAIL_EXECUTE:-0}"
+        ;;
 esac
 "#;
     let path = dir.join("snow");
@@ -111,7 +128,7 @@ fn stderr(out: &Output) -> String {
 
 /// What every run starts with: is a job of that name there, and in what
 /// status; and the DROP that follows only when it is.
-const CHECK_SQL: &str = "SHOW JOB SERVICES LIKE 'TUTORIAL3_JOB_SERVICE' IN SCHEMA tutorial_db.data_schema ->> SELECT \"status\" FROM $1 WHERE \"name\" = 'TUTORIAL3_JOB_SERVICE';
+const CHECK_SQL: &str = "SHOW JOB SERVICES LIKE 'TUTORIAL3_JOB_SERVICE' IN SCHEMA tutorial_db.data_schema ->> SELECT \"status\", \"created_on\" FROM $1 WHERE \"name\" = 'TUTORIAL3_JOB_SERVICE';
 
 -- only if that job exists and has finished, or with --replace:
 DROP SERVICE IF EXISTS tutorial_db.data_schema.tutorial3_job_service;
@@ -134,13 +151,54 @@ spec:
       limits:
         memory: 64Mi
         cpu: 0.5
+  logExporters:
+    eventTableConfig:
+      logLevel: INFO
 $$
   NAME = tutorial_db.data_schema.tutorial3_job_service;
-
-SHOW SERVICE CONTAINERS IN SERVICE tutorial_db.data_schema.tutorial3_job_service;
-
-SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 0, 'main');
 ";
+
+/// After the job: its status and containers, in one snow call.
+const STATE_SQL: &str = "SHOW JOB SERVICES LIKE 'TUTORIAL3_JOB_SERVICE' IN SCHEMA tutorial_db.data_schema ->> SELECT \"status\", \"created_on\" FROM $1 WHERE \"name\" = 'TUTORIAL3_JOB_SERVICE';
+SHOW SERVICE CONTAINERS IN SERVICE tutorial_db.data_schema.tutorial3_job_service;";
+
+/// SPCS_GET_LOGS for these instances ("1, 2") since the job's creation.
+fn event_logs_sql(job: &str, created_on: &str, instances: &str) -> String {
+    format!(
+        "SELECT TIMESTAMP, INSTANCE_ID, CONTAINER_NAME, LOG FROM TABLE({job}!SPCS_GET_LOGS(START_TIME => TO_TIMESTAMP_LTZ('{created_on}'))) WHERE INSTANCE_ID IN ({instances}) ORDER BY TIMESTAMP;"
+    )
+}
+
+/// SPCS_GET_EVENTS since the job's creation.
+fn events_sql(job: &str, created_on: &str) -> String {
+    format!(
+        "SELECT TIMESTAMP, INSTANCE_ID, CONTAINER_NAME, SEVERITY, EVENT_NAME, EVENT_DETAILS FROM TABLE({job}!SPCS_GET_EVENTS(START_TIME => TO_TIMESTAMP_LTZ('{created_on}'))) ORDER BY TIMESTAMP;"
+    )
+}
+
+/// What --dry-run prints for after the job: its status, the node log of
+/// each of `instances`, and the reads of the event table that run only
+/// when needed.
+fn after_sql(instances: usize) -> String {
+    let mut sql = format!("{STATE_SQL}\n");
+    for i in 0..instances {
+        sql += &format!("\n{}\n", logs_sql(i));
+    }
+    sql + &format!(
+        "
+-- only for the instances whose node log is empty or gone (<created_on> from SHOW JOB SERVICES):
+{}
+
+-- only if the job did not end DONE:
+{}
+
+-- only if reading the event table failed, to tell whether the account has one:
+SHOW PARAMETERS LIKE 'EVENT_TABLE' IN ACCOUNT;
+",
+        event_logs_sql(JOB, "<created_on>", "<instances>"),
+        events_sql(JOB, "<created_on>")
+    )
+}
 
 #[test]
 fn dry_run_prints_the_tutorial_sql() {
@@ -148,7 +206,29 @@ fn dry_run_prints_the_tutorial_sql() {
     install_stand_in(&dir.0);
     let out = execute_job(&dir.0, &[], &["--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), format!("{CHECK_SQL}{DEFAULT_SQL}"));
+    assert_eq!(
+        stdout(&out),
+        format!("{CHECK_SQL}{DEFAULT_SQL}\n{}", after_sql(1))
+    );
+    assert!(calls(&dir.0).is_empty(), "--dry-run called snow");
+}
+
+#[test]
+fn dry_run_of_logs_prints_only_what_reads_them() {
+    let dir = snowflake::Scratch::new("execute-job");
+    install_stand_in(&dir.0);
+    let out = execute_job(&dir.0, &[], &["--logs", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The instances are the ones Snowflake lists, so the node log's
+    // statement is shown for each.
+    let expected = after_sql(0).replacen(
+        "\n\n-- only for",
+        &format!(
+            "\n\n-- for each instance and container that lists:\nSELECT SYSTEM$GET_SERVICE_LOGS('{JOB}', <instance>, '<container>');\n\n-- only for"
+        ),
+        1,
+    );
+    assert_eq!(stdout(&out), expected);
     assert!(calls(&dir.0).is_empty(), "--dry-run called snow");
 }
 
@@ -201,20 +281,14 @@ spec:
     gid: 65532
     stageConfig:
       name: \"@tutorial_db.data_schema.tutorial_stage\"
+  logExporters:
+    eventTableConfig:
+      logLevel: INFO
 $$
   NAME = tutorial_db.data_schema.tutorial3_job_service
   REPLICAS = 4;
 
-SHOW SERVICE CONTAINERS IN SERVICE tutorial_db.data_schema.tutorial3_job_service;
-
-SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 0, 'main');
-
-SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 1, 'main');
-
-SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 2, 'main');
-
-SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 3, 'main');
-";
+" + &after_sql(4);
     assert_eq!(stdout(&out), expected);
 }
 
@@ -365,13 +439,9 @@ EXECUTE JOB SERVICE
   NAME = tutorial_db.data_schema.tutorial3_job_service
   REPLICAS = 2;
 
-SHOW SERVICE CONTAINERS IN SERVICE tutorial_db.data_schema.tutorial3_job_service;
-
-SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 0, 'main');
-
-SELECT SYSTEM$GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 1, 'main');
-",
-        rendered.display()
+{}",
+        rendered.display(),
+        after_sql(2)
     );
     assert_eq!(stdout(&out), expected);
     // The file it would upload is the inline spec of the default dry run.
@@ -395,38 +465,46 @@ fn runs_the_statements_through_snow_and_prints_status_then_logs() {
     install_stand_in(&dir.0);
     let out = execute_job(&dir.0, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let calls = calls(&dir.0);
-    let dry = execute_job(&dir.0, &[], &["--dry-run"]);
-    // No job of that name exists (the stand-in answers no JSON), so the
-    // conditional DROP is not sent.
-    let statements: Vec<String> = stdout(&dry)
-        .split(";\n")
-        .map(|s| s.trim_start_matches('\n'))
-        .filter(|s| !s.is_empty() && !s.starts_with("-- only if"))
-        .map(|s| format!("{s};"))
-        .collect();
-    assert_eq!(statements.len(), 4);
-    let expected: Vec<Vec<String>> = statements
-        .iter()
-        .enumerate()
-        .map(|(i, q)| {
-            let mut call: Vec<String> =
-                vec!["sql".into(), "--enable-templating".into(), "NONE".into()];
-            if i == 0 {
-                call.extend(["--format".into(), "json".into()]);
-            }
-            call.extend(["-q".into(), q.clone()]);
-            call
-        })
-        .collect();
-    assert_eq!(
-        calls, expected,
-        "snow got other calls than the dry run printed"
-    );
+    // No job of that name exists (the stand-in answers []), so the
+    // conditional DROP is not sent; the job ends DONE with its node log, so
+    // neither is anything that reads the event table. Each statement is as
+    // --dry-run prints it.
+    let call = |json: bool, q: &str| {
+        let mut call: Vec<String> = vec!["sql".into(), "--enable-templating".into(), "NONE".into()];
+        if json {
+            call.extend(["--format".into(), "json".into()]);
+        }
+        call.extend(["-q".into(), q.to_string()]);
+        call
+    };
+    let expected = [
+        call(true, &check_sql()),
+        call(false, &dry_run_execute(&[], &[])),
+        call(true, STATE_SQL),
+        call(true, &logs_sql(0)),
+    ];
+    assert_eq!(calls(&dir.0), expected);
+    let dry = stdout(&execute_job(&dir.0, &[], &["--dry-run"]));
+    for statement in expected.iter().map(|c| c.last().unwrap()) {
+        assert!(
+            dry.contains(statement.as_str()),
+            "--dry-run lacks {statement}"
+        );
+    }
+    // The container table, then the log under one line naming its source.
     let printed = stdout(&out);
-    let status = printed.find("| main | DONE").expect("status printed");
+    let status = printed
+        .find("0         main       DONE")
+        .expect("status printed");
     let log = printed.find("Bob said Hello").expect("log printed");
     assert!(status < log, "status comes before the logs:\n{printed}");
+    assert!(
+        stderr(&out).contains(
+            "scripts/execute-job: instance 0, container main: the node's log (SYSTEM$GET_SERVICE_LOGS)\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -491,13 +569,18 @@ fn a_failed_job_still_shows_status_and_logs_and_fails() {
     let calls = calls(&dir.0);
     assert_eq!(
         calls.len(),
-        5,
-        "the check, EXECUTE, SHOW and one log per replica: {calls:?}"
+        6,
+        "the check, EXECUTE, the status, one log per replica and the events: {calls:?}"
     );
+    assert_eq!(calls[4][6], logs_sql(1));
+    // The job's creation time, as snow gave it, starts the events' window.
+    assert_eq!(calls[5][6], events_sql(JOB, "2026-01-01T00:00:00+00:00"));
     assert!(
-        calls[4][4].contains(
-            "GET_SERVICE_LOGS('tutorial_db.data_schema.tutorial3_job_service', 1, 'main')"
-        )
+        stdout(&out).contains(
+            "2026-01-01T00:00:01 instance 0, container main: ERROR CONTAINER.STATUS_CHANGE: Container exited with code 3\n"
+        ),
+        "{}",
+        stdout(&out)
     );
     assert!(stderr(&out).contains("EXECUTE JOB SERVICE failed"));
 }
@@ -540,6 +623,13 @@ fn bad_settings_fail_in_one_line_before_any_call() {
         (vec![], vec!["--spec", dollar_spec.to_str().unwrap()], "$$"),
         (vec![], vec!["--bogus"], "unknown argument"),
         (vec![], vec!["--job-name"], "needs a value"),
+        (
+            vec![],
+            vec!["--logs", "--replicas", "3"],
+            "--replicas does not apply",
+        ),
+        (vec![], vec!["--async", "--logs"], "--async does not apply"),
+        (vec![], vec!["--logs", "--job-name", "a.b.c.d"], "job name"),
     ];
     for (vars, args, expected) in cases {
         let out = execute_job(&dir.0, &vars, &args);
@@ -589,6 +679,10 @@ fn help_lists_every_setting() {
         "--enable-templating NONE",
         "--dry-run",
         "--spec",
+        "--logs",
+        "SPCS_GET_LOGS",
+        "SPCS_GET_EVENTS",
+        "EVENT_TABLE",
     ] {
         assert!(help.contains(word), "--help does not mention {word}");
     }
@@ -660,15 +754,10 @@ fn real_snow_sends_an_ampersand_url_intact_and_runs_the_same_job_twice() {
         execute.contains(&format!("SERVICE_URL: {url}\n")),
         "{execute}"
     );
-    assert_eq!(
-        fake.sql(),
-        [
-            check_sql(),
-            execute.clone(),
-            format!("SHOW SERVICE CONTAINERS IN SERVICE {JOB};"),
-            logs_sql(0)
-        ]
-    );
+    let mut expected = vec![check_sql(), execute.clone()];
+    expected.extend(STATE_SQL.lines().map(str::to_string));
+    expected.push(logs_sql(0));
+    assert_eq!(fake.sql(), expected);
     assert_eq!(echo.requests()[0].path, "/echo?a=1&b=2");
     assert!(!stderr(&out).contains("dropping"), "{}", stderr(&out));
 
@@ -714,9 +803,37 @@ fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
         "the job's log: {printed}"
     );
     assert!(stderr(&out).contains("EXECUTE JOB SERVICE failed"));
+    // Why: the platform events. Instance 0, which had the row, exited with
+    // the code the job gives a non-2xx reply (76, EX_PROTOCOL); instance 1
+    // had no row to send and ended well.
+    for event in [
+        " instance 0, container main: ERROR CONTAINER.STATUS_CHANGE: Container exited with code 76\n",
+        " instance 1, container main: INFO CONTAINER.STATUS_CHANGE: Completed successfully\n",
+    ] {
+        assert!(printed.contains(event), "{printed}");
+    }
+    // Instance 1's node log is empty, so the event table is asked for its
+    // lines too; it has none either, and says so.
     let sql = fake.sql();
-    assert_eq!(sql.len(), 5, "{sql:?}");
-    assert_eq!(sql[3..], [logs_sql(0), logs_sql(1)]);
+    assert_eq!(sql.len(), 8, "{sql:?}");
+    assert_eq!(sql[4..6], [logs_sql(0), logs_sql(1)]);
+    assert!(
+        sql[6].ends_with("'))) WHERE INSTANCE_ID IN (1) ORDER BY TIMESTAMP;"),
+        "{sql:?}"
+    );
+    assert!(
+        sql[7].starts_with(&format!(
+            "SELECT TIMESTAMP, INSTANCE_ID, CONTAINER_NAME, SEVERITY, EVENT_NAME, EVENT_DETAILS FROM TABLE({JOB}!SPCS_GET_EVENTS(START_TIME => TO_TIMESTAMP_LTZ('"
+        )),
+        "{sql:?}"
+    );
+    assert!(
+        stderr(&out).contains(
+            "instance 1, container main: no log: the node's log was empty, and the event table has no lines for it either"
+        ),
+        "{}",
+        stderr(&out)
+    );
 
     let echo = common::serve(|r, _| common::echo("Bob", r));
     let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
@@ -746,14 +863,16 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("RUNNING"), "{}", stdout(&out));
 
-    // The hint is one line that works pasted into bash as it is.
+    // The hint is one line, --logs for that job, that works pasted into
+    // bash as it is.
     let err = stderr(&out);
-    let hints: Vec<&str> = err.lines().filter(|l| l.starts_with("snow sql ")).collect();
+    let hints: Vec<&str> = err.lines().filter(|l| l.contains(" --logs ")).collect();
     assert_eq!(hints.len(), 1, "{err}");
     assert_eq!(
         hints[0],
         format!(
-            "snow sql --enable-templating NONE --connection tutorial -q \"SELECT SYSTEM\\$GET_SERVICE_LOGS('{JOB}', 0, 'main')\""
+            "{} --logs --job-name {JOB} --connection tutorial",
+            repo().join("scripts/execute-job").display()
         )
     );
     fake.clear();
@@ -763,13 +882,27 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
         .output()
         .unwrap();
     assert!(pasted.status.success(), "{}", stderr(&pasted));
-    assert_eq!(
-        fake.sql(),
-        [format!(
-            "SELECT SYSTEM$GET_SERVICE_LOGS('{JOB}', 0, 'main')"
-        )]
+    // A running job: its status, the node log so far, and its events, as it
+    // has not ended DONE.
+    let sql = fake.sql();
+    let mut expected: Vec<String> = STATE_SQL.lines().map(str::to_string).collect();
+    expected.push(logs_sql(0));
+    assert_eq!(sql[..3], expected);
+    assert_eq!(sql.len(), 4, "{sql:?}");
+    assert!(
+        sql[3].contains("!SPCS_GET_EVENTS(START_TIME => "),
+        "{sql:?}"
     );
-    assert!(stdout(&pasted).contains("Calling"), "{}", stdout(&pasted));
+    let printed = stdout(&pasted);
+    assert!(
+        printed.contains("0         main       RUNNING"),
+        "{printed}"
+    );
+    assert!(printed.contains("Calling"), "{printed}");
+    assert!(
+        printed.contains(" instance 0, container main: INFO CONTAINER.STATUS_CHANGE: Running\n"),
+        "{printed}"
+    );
 
     // Running: refused in one line that names the way out; nothing sent
     // after the check.
@@ -834,6 +967,205 @@ fn real_snow_a_bare_stage_is_qualified_and_the_spec_uploaded() {
     );
 }
 
+/// `snow sql -q SQL` through the real CLI, as a user types it.
+fn real_snow_sql(fake: &snowflake::FakeSnowflake, sql: &str) -> Output {
+    fake.command(fake.snow_bin.join("snow"))
+        .args(["sql", "--enable-templating", "NONE", "-q", sql])
+        .output()
+        .unwrap()
+}
+
+/// The lines of `text` that contain `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// The node that ran the job is reclaimed once the job ends, and its log
+/// with it: the job's lines come from the event table instead, each once.
+#[test]
+fn real_snow_with_the_node_log_gone_the_log_comes_from_the_event_table() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let url = echo.url();
+    // The node log empty, then unreadable. The second run has the first
+    // one's name, and the event table still holds the first one's lines:
+    // they must stay out.
+    for how in ["empty", "error"] {
+        fake.set_reclaimed_nodes(&format!(r#"{{"0": "{how}"}}"#));
+        fake.clear();
+        let out = real_execute_job(&fake, &[("SERVICE_URL", &url)], &[]);
+        assert!(out.status.success(), "{how}: {}", stderr(&out));
+        let printed = stdout(&out);
+        let received = format!("] [INFO] Received response from {url}: Bob said Hello");
+        assert_eq!(lines_with(&printed, &received).len(), 1, "{how}: {printed}");
+        assert_eq!(
+            lines_with(&printed, "] [INFO] Calling ").len(),
+            1,
+            "{how}: {printed}"
+        );
+        let err = stderr(&out);
+        let source = lines_with(&err, "instance 0, container main:");
+        assert_eq!(source.len(), 1, "{how}: {err}");
+        assert!(
+            source[0].contains(&format!(
+                "2 lines from the event table ({JOB}!SPCS_GET_LOGS), as the node's log "
+            )),
+            "{how}: {err}"
+        );
+        let why = match how {
+            "empty" => "as the node's log was empty",
+            _ => "as the node's log could not be read (",
+        };
+        assert!(source[0].contains(why), "{how}: {err}");
+        assert!(
+            !err.contains('╭'),
+            "snow's error box reached the output: {err}"
+        );
+        // One read of the event table, from the job's creation on, for the
+        // one instance; no events, as the job ended DONE.
+        let sql = fake.sql();
+        let reads: Vec<&String> = sql.iter().filter(|q| q.contains("!SPCS_GET_")).collect();
+        assert_eq!(reads.len(), 1, "{sql:?}");
+        let prefix = format!(
+            "SELECT TIMESTAMP, INSTANCE_ID, CONTAINER_NAME, LOG FROM TABLE({JOB}!SPCS_GET_LOGS(START_TIME => TO_TIMESTAMP_LTZ('"
+        );
+        assert!(reads[0].starts_with(&prefix), "{sql:?}");
+        assert!(
+            reads[0].ends_with("'))) WHERE INSTANCE_ID IN (0) ORDER BY TIMESTAMP;"),
+            "{sql:?}"
+        );
+    }
+}
+
+/// --logs for an earlier three-replica job: each instance's log under one
+/// line naming its source, from the event table for the two whose nodes
+/// are gone and from the node for the third.
+#[test]
+fn real_snow_logs_reads_every_replica_of_an_earlier_job() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    // Ten rows: 4, 3 and 3 for the three replicas.
+    let stage = fake.stage("tutorial_db.data_schema.tutorial_stage");
+    fs::create_dir_all(&stage).unwrap();
+    let rows: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
+    fs::write(stage.join("input.txt"), rows.join("\n") + "\n").unwrap();
+    fake.set_reclaimed_nodes(r#"{"0": "empty", "1": "error"}"#);
+    let run = real_execute_job(
+        &fake,
+        &[("SERVICE_URL", &echo.url())],
+        &["--spec", "spec/batch_job_spec.yaml", "--replicas", "3"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    fake.clear();
+    let out = real_execute_job(&fake, &[], &["--logs", "--job-name", JOB]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for (instance, source) in [
+        (0, "1 line from the event table"),
+        (1, "1 line from the event table"),
+        (2, "the node's log (SYSTEM$GET_SERVICE_LOGS)"),
+    ] {
+        let lines = lines_with(&err, &format!("instance {instance}, container main: "));
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains(source), "instance {instance}: {err}");
+    }
+    // Each replica's own last line, in instance order.
+    let printed = stdout(&out);
+    let done: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.split("] [INFO] Done: ").nth(1))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(done, ["4/4", "3/3", "3/3"], "{printed}");
+    for instance in 0..3 {
+        assert!(
+            printed.contains(&format!("\n{instance}         main       DONE")),
+            "{printed}"
+        );
+    }
+    // The status, three node logs, and one read of the event table for the
+    // two instances whose node log is gone; nothing else ran.
+    let sql = fake.sql();
+    let mut expected: Vec<String> = STATE_SQL.lines().map(str::to_string).collect();
+    expected.extend((0..3).map(logs_sql));
+    assert_eq!(sql[..5], expected);
+    assert_eq!(sql.len(), 6, "{sql:?}");
+    assert!(
+        sql[5].ends_with(" WHERE INSTANCE_ID IN (0, 1) ORDER BY TIMESTAMP;"),
+        "{sql:?}"
+    );
+
+    // A job that is not there: one line.
+    let out = real_execute_job(
+        &fake,
+        &[],
+        &[
+            "--logs",
+            "--job-name",
+            "tutorial_db.data_schema.no_such_job",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let said = lines_with(
+        &err,
+        "could not read the status of tutorial_db.data_schema.no_such_job: ",
+    );
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].contains("does not exist"), "{err}");
+    assert!(!err.contains('╭'), "{err}");
+}
+
+/// An account without an event table: one line that says so and names the
+/// fix, instead of snow's errors; that fix, pasted into snow, works.
+#[test]
+fn real_snow_without_an_event_table_one_line_says_how_to_set_one() {
+    let Some(fake) = fake_account() else {
+        return;
+    };
+    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let unset = real_snow_sql(&fake, "ALTER ACCOUNT UNSET EVENT_TABLE");
+    assert!(unset.status.success(), "{}", stderr(&unset));
+    fake.set_reclaimed_nodes(r#"{"0": "empty"}"#);
+    let vars = [("SERVICE_URL", echo.url())];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = real_execute_job(&fake, &vars, &[]);
+    assert!(
+        out.status.success(),
+        "the job's run is still a success: {}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("Bob said Hello"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(!err.contains('╭') && !err.contains("Error"), "{err}");
+    let said = lines_with(
+        &err,
+        "this account has no event table (EVENT_TABLE is unset)",
+    );
+    assert_eq!(said.len(), 1, "{err}");
+    let fix = said[0].rsplit_once(": ").unwrap().1;
+    assert_eq!(
+        fix,
+        "ALTER ACCOUNT SET EVENT_TABLE = SNOWFLAKE.TELEMETRY.EVENTS"
+    );
+
+    let set = real_snow_sql(&fake, fix);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let out = real_execute_job(&fake, &vars, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Bob said Hello"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("instance 0, container main: 2 lines from the event table"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// The commands of README's deploy section, in order, as bash gets them
 /// when pasted: the `snow` ones and `./scripts/execute-job`. (Build and push
 /// need a container engine and registry; tests/push.rs runs push with the
@@ -885,7 +1217,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     // A directory like a checkout (the scripts find the repository from
     // their own path), holding the batch input the README uploads.
     let work = snowflake::Scratch::new("readme");
-    for name in ["scripts", "spec"] {
+    for name in ["scripts", "spec", "tools"] {
         std::os::unix::fs::symlink(repo().join(name), work.0.join(name)).unwrap();
     }
     let rows: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
@@ -894,6 +1226,10 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     fake.set_tables(
         r#"{"MY_TABLE": {"columns": ["a", "b", "c"], "rows": [["x", 1, true], ["y \"z\"", null, false]]}}"#,
     );
+    // Instance 0's node is gone once it ends, so its log comes from the
+    // event table; the others' from their nodes.
+    fake.set_reclaimed_nodes(r#"{"0": "error"}"#);
+    let mut read_logs = Vec::new();
     for command in &commands {
         let out = fake
             .command("bash")
@@ -908,14 +1244,32 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
             stdout(&out),
             stderr(&out)
         );
+        if command.contains(" --logs") {
+            read_logs.push(out);
+        }
     }
     let sql = fake.sql();
+    assert!(sql.contains(&logs_sql(0)), "{sql:?}");
+    // Step 4 read the tutorial job's log; the batch section's --logs, the
+    // four replicas of the batch job.
+    assert_eq!(read_logs.len(), 2);
     assert!(
-        sql.contains(&format!(
-            "SELECT SYSTEM$GET_SERVICE_LOGS('{JOB}', 0, 'main')"
-        )),
-        "{sql:?}"
+        stdout(&read_logs[0]).contains("Bob said Hello"),
+        "{}",
+        stdout(&read_logs[0])
     );
+    for (out, instances) in [(&read_logs[0], 1), (&read_logs[1], 4)] {
+        let err = stderr(out);
+        let sources = lines_with(&err, ", container main: ");
+        assert_eq!(sources.len(), instances, "{err}");
+        assert!(sources[0].contains("from the event table"), "{err}");
+        for source in &sources[1..] {
+            assert!(
+                source.contains("the node's log (SYSTEM$GET_SERVICE_LOGS)"),
+                "{err}"
+            );
+        }
+    }
     // The batch run's outputs came back with GET: every row, once.
     let mut answered = Vec::new();
     for index in 0..4 {
@@ -966,7 +1320,7 @@ fn real_snow_an_unqualified_job_name_reruns_in_the_connections_schema() {
     }
     assert_eq!(
         fake.sql()[0],
-        "SHOW JOB SERVICES LIKE 'PLAIN_JOB' IN SCHEMA ->> SELECT \"status\" FROM $1 WHERE \"name\" = 'PLAIN_JOB';"
+        "SHOW JOB SERVICES LIKE 'PLAIN_JOB' IN SCHEMA ->> SELECT \"status\", \"created_on\" FROM $1 WHERE \"name\" = 'PLAIN_JOB';"
     );
 }
 

@@ -1,6 +1,7 @@
 //! Every file under spec/ is a valid SPCS job specification: it parses as
 //! YAML, uses only fields of Snowflake's specification reference, follows the
-//! name rules, and fits the smallest instance family (CPU_X64_XS).
+//! name rules, fits the smallest instance family (CPU_X64_XS), and publishes
+//! its logs to the event table.
 
 #[path = "common/spcs.rs"]
 mod spcs;
@@ -141,6 +142,55 @@ fn the_batch_spec_reads_and_writes_the_mounted_stage() {
     }
 }
 
+/// Both specs copy the container's output to the event table, where it
+/// outlives the compute-pool node, and say beside it what that costs and
+/// how to turn it off.
+#[test]
+fn every_spec_publishes_its_logs_to_the_event_table() {
+    if !yaml_available() {
+        return;
+    }
+    for name in ["service_to_service_spec.yaml", "batch_job_spec.yaml"] {
+        let spec = load(name);
+        assert_eq!(
+            at(
+                &spec,
+                &["spec", "logExporters", "eventTableConfig", "logLevel"]
+            )
+            .and_then(string),
+            Some("INFO"),
+            "{name}"
+        );
+        // spec.logExporters, not under a container, where Snowflake would
+        // refuse it (check_spec also says so).
+        assert!(
+            at(containers(&spec)[0], &["logExporters"]).is_none(),
+            "{name}"
+        );
+        let text = fs::read_to_string(spec_dir().join(name)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let at_field = lines
+            .iter()
+            .position(|l| *l == "  logExporters:")
+            .unwrap_or_else(|| panic!("{name}: no top-level logExporters line"));
+        let comment: Vec<&str> = lines[..at_field]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with('#'))
+            .copied()
+            .collect();
+        let comment = comment.join(" ");
+        assert!(
+            comment.contains("Cost"),
+            "{name}: the comment names no cost"
+        );
+        assert!(
+            comment.contains("logLevel: NONE"),
+            "{name}: the comment does not say how to turn it off"
+        );
+    }
+}
+
 #[test]
 fn names_follow_the_spcs_rules() {
     for ok in [
@@ -245,6 +295,22 @@ fn the_checker_rejects_broken_specs() {
         (
             "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n    volumeMounts:\n    - name: data\n      mountPath: /data\n  volumes:\n  - name: data\n    source: stage\n    gid: -1\n    stageConfig:\n      name: \"@stage\"\n",
             ".gid must be a whole number",
+        ),
+        (
+            "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n  logExporters:\n    eventTableConfig:\n      logLevel: DEBUG\n",
+            "logLevel must be INFO, ERROR or NONE",
+        ),
+        (
+            "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n  logExporters:\n    eventTable:\n      logLevel: INFO\n",
+            "spec.logExporters: unknown field 'eventTable'",
+        ),
+        (
+            "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n  logExporters:\n    eventTableConfig:\n      level: INFO\n",
+            "eventTableConfig: unknown field 'level'",
+        ),
+        (
+            "spec:\n  containers:\n  - name: main\n    image: /db/schema/repo/job:latest\n    logExporters:\n      eventTableConfig:\n        logLevel: INFO\n",
+            "spec.containers[0]: unknown field 'logExporters'",
         ),
     ];
     for (yaml, expected) in cases {

@@ -239,6 +239,14 @@ impl FakeSnowflake {
         fs::write(self.state.0.join("tables.json"), tables).unwrap();
     }
 
+    /// Reclaims the compute-pool node of an instance once it has ended, as
+    /// Snowflake may do with an idle node: `{"<instance>": "empty" |
+    /// "error"}`, what SYSTEM$GET_SERVICE_LOGS then gives for that instance
+    /// of any job.
+    pub fn set_reclaimed_nodes(&self, nodes: &str) {
+        fs::write(self.state.0.join("reclaimed_nodes.json"), nodes).unwrap();
+    }
+
     /// Forgets the SQL received so far.
     pub fn clear(&self) {
         let _ = fs::remove_file(self.state.0.join("requests.jsonl"));

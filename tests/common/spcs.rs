@@ -211,6 +211,11 @@ pub fn check_spec(doc: &Value) -> Vec<String> {
         ],
     );
 
+    // Which container output Snowflake copies to the account's event table.
+    if let Some(exporters) = spec.get("logExporters") {
+        check_log_exporters(&mut problems, exporters);
+    }
+
     // Volumes first, so that mounts can be checked against them.
     let mut volume_names = Vec::new();
     let mut stage_volumes = Vec::new();
@@ -448,6 +453,32 @@ pub fn check_spec(doc: &Value) -> Vec<String> {
         }
     }
     problems
+}
+
+/// `spec.logExporters`: only `eventTableConfig`, holding only `logLevel`,
+/// one of the reference's INFO, ERROR and NONE.
+fn check_log_exporters(problems: &mut Vec<String>, exporters: &Value) {
+    let what = "spec.logExporters";
+    let Some(e) = object(exporters) else {
+        problems.push(format!("{what} is not a mapping"));
+        return;
+    };
+    unknown_keys(problems, what, e, &["eventTableConfig"]);
+    let Some(config) = e.get("eventTableConfig") else {
+        return;
+    };
+    let what = "spec.logExporters.eventTableConfig";
+    let Some(c) = object(config) else {
+        problems.push(format!("{what} is not a mapping"));
+        return;
+    };
+    unknown_keys(problems, what, c, &["logLevel"]);
+    match c.get("logLevel") {
+        Some(level) if matches!(string(level), Some("INFO" | "ERROR" | "NONE")) => {}
+        other => problems.push(format!(
+            "{what}.logLevel must be INFO, ERROR or NONE, got {other:?}"
+        )),
+    }
 }
 
 /// A volume's or container's name must follow the SPCS name rules and be

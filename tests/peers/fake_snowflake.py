@@ -24,8 +24,31 @@ one per replica; a stage volume's mount path is replaced by the stage's
 local directory in environment values. A job name exists until DROP SERVICE
 or ALTER COMPUTE POOL ... STOP ALL; a second EXECUTE with the same name fails
 as Snowflake's does. SHOW [JOB] SERVICES and SHOW SERVICE CONTAINERS report
-RUNNING, DONE or FAILED from the processes; SYSTEM$GET_SERVICE_LOGS returns
-an instance's output. SHOW IMAGE REPOSITORIES names FAKE_SNOWFLAKE_REGISTRY,
+RUNNING, DONE or FAILED from the processes (with created_on, and each
+instance's last_exit_code); SYSTEM$GET_SERVICE_LOGS returns an instance's
+output, the node log.
+
+The account has an event table, SNOWFLAKE.TELEMETRY.EVENTS, until ALTER
+ACCOUNT UNSET EVENT_TABLE (ALTER ACCOUNT SET EVENT_TABLE = ... sets one
+again; SHOW PARAMETERS LIKE 'EVENT_TABLE' IN ACCOUNT tells which). While it
+has one, every line an instance prints goes into it as the instance prints
+it, timestamped, when the spec sets logExporters.eventTableConfig.logLevel
+(INFO: stdout and stderr; ERROR: stderr; NONE or no logExporters: nothing),
+and so do the platform events: a CONTAINER.STATUS_CHANGE when an instance
+starts and when it exits, the exit code in the message of a failed one.
+<job>!SPCS_GET_LOGS and <job>!SPCS_GET_EVENTS read it back, in SELECT
+<columns> FROM TABLE(<job>!SPCS_GET_...([START_TIME => TO_TIMESTAMP_LTZ(
+'<ISO 8601>')])) [WHERE INSTANCE_ID IN (...)] [ORDER BY TIMESTAMP]; without
+START_TIME they go back one day, as Snowflake's do. Rows are found by the
+job's name, so a dropped job's lines are still there for the next job of
+that name. Without an event table both fail.
+
+A node is reclaimed once its instance has ended, when
+FAKE_SNOWFLAKE_DIR/reclaimed_nodes.json says so for that instance:
+{"<instance>": "empty" | "error"}. SYSTEM$GET_SERVICE_LOGS then returns an
+empty log, or fails.
+
+SHOW IMAGE REPOSITORIES names FAKE_SNOWFLAKE_REGISTRY,
 typically not the host the tests push to. COPY INTO @stage unloads a table
 of FAKE_SNOWFLAKE_DIR/tables.json as JSON lines, gzip-compressed unless
 COMPRESSION = NONE. Unqualified names resolve against
@@ -51,7 +74,9 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 import uuid
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -65,9 +90,15 @@ REGISTRY = os.environ.get(
 # How long a synchronous EXECUTE JOB SERVICE waits for its job.
 SYNC_TIMEOUT = 120
 
-LOCK = threading.Lock()
+# Reentrant: a job records its start in the event table while EXECUTE holds it.
+LOCK = threading.RLock()
 SESSIONS = {}  # session token -> {"database": ..., "schema": ...}
 SERVICES = {}  # fully qualified upper-case name -> Job
+# The account's EVENT_TABLE parameter ("" when unset), and the rows of that
+# event table: {"time", "service", "instance", "container", "kind": "log" or
+# "event", ...}.
+ACCOUNT = {"event_table": "SNOWFLAKE.TELEMETRY.EVENTS"}
+EVENT_TABLE = []
 
 
 class SqlError(Exception):
@@ -117,14 +148,22 @@ def stage_dir(stage_name):
     return path
 
 
+def ingest(row):
+    """Adds a row to the account's event table, if it has one."""
+    with LOCK:
+        if ACCOUNT["event_table"]:
+            EVENT_TABLE.append({"time": time.time(), **row})
+
+
 class Job:
-    """One job service: a process per replica of the spec's first container."""
+    """One job service: a process per replica of the spec's first container,
+    each with a thread that reads its output as it comes."""
 
     def __init__(self, name, pool, spec, replicas):
         self.name = name
         self.pool = pool
         self.replicas = replicas
-        self.dropped = False
+        self.created = time.time()
         container = spec["spec"]["containers"][0]
         self.container = container["name"]
         self.image = container["image"]
@@ -140,31 +179,74 @@ class Job:
             for mount_path, local in mounts.items():
                 if value == mount_path or value.startswith(mount_path + "/"):
                     env[key] = local + value[len(mount_path):]
+        level = ((spec["spec"].get("logExporters") or {}).get("eventTableConfig") or {}).get("logLevel")
+        self.exported = {"INFO": ("stdout", "stderr"), "ERROR": ("stderr",)}.get(level, ())
         self.logs = []
+        self.log_lock = threading.Lock()
         self.processes = []
+        self.exit_codes = [None] * replicas
+        self.watchers = []
         for index in range(replicas):
             log_path = os.path.join(STATE, f"job-{uuid.uuid4().hex}-{index}.log")
             self.logs.append(log_path)
-            with open(log_path, "wb") as log:
-                self.processes.append(
-                    subprocess.Popen(
-                        [JOB_BINARY],
-                        env={
-                            **env,
-                            "SNOWFLAKE_JOB_INDEX": str(index),
-                            "SNOWFLAKE_JOBS_COUNT": str(replicas),
-                        },
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+            open(log_path, "wb").close()
+            self.processes.append(
+                subprocess.Popen(
+                    [JOB_BINARY],
+                    env={
+                        **env,
+                        "SNOWFLAKE_JOB_INDEX": str(index),
+                        "SNOWFLAKE_JOBS_COUNT": str(replicas),
+                    },
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
                 )
+            )
+            self.status_change(index, "INFO", "RUNNING", "Running")
+            watcher = threading.Thread(target=self.watch, args=(index,), daemon=True)
+            self.watchers.append(watcher)
+            watcher.start()
+
+    def status_change(self, index, severity, status, message):
+        ingest({
+            "service": self.name, "instance": index, "container": self.container,
+            "kind": "event", "severity": severity, "event": "CONTAINER.STATUS_CHANGE",
+            "details": {"status": status, "message": message},
+        })
+
+    def read(self, index, stream, name):
+        """Each line to the node log, and to the event table if exported."""
+        for raw in iter(stream.readline, b""):
+            with self.log_lock, open(self.logs[index], "ab") as log:
+                log.write(raw)
+            if name in self.exported:
+                ingest({
+                    "service": self.name, "instance": index, "container": self.container,
+                    "kind": "log", "stream": name,
+                    "line": raw.decode("utf-8", "replace").rstrip("\n"),
+                })
+
+    def watch(self, index):
+        process = self.processes[index]
+        errors = threading.Thread(target=self.read, args=(index, process.stderr, "stderr"), daemon=True)
+        errors.start()
+        self.read(index, process.stdout, "stdout")
+        errors.join()
+        code = process.wait()
+        self.exit_codes[index] = code
+        if code == 0:
+            self.status_change(index, "INFO", "DONE", "Completed successfully")
+        elif code < 0:
+            self.status_change(index, "ERROR", "FAILED", f"Container was stopped by signal {-code}")
+        else:
+            self.status_change(index, "ERROR", "FAILED", f"Container exited with code {code}")
 
     def instance_status(self, index):
-        code = self.processes[index].poll()
-        if code is None:
+        # Ended once its output is read to the end and its exit recorded.
+        if self.watchers[index].is_alive():
             return "RUNNING"
-        return "DONE" if code == 0 else "FAILED"
+        return "DONE" if self.exit_codes[index] == 0 else "FAILED"
 
     def status(self):
         statuses = [self.instance_status(i) for i in range(self.replicas)]
@@ -173,11 +255,9 @@ class Job:
         return "FAILED" if "FAILED" in statuses else "DONE"
 
     def wait(self):
-        for process in self.processes:
-            try:
-                process.wait(timeout=SYNC_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        for watcher in self.watchers:
+            watcher.join(timeout=max(0, deadline - time.monotonic()))
 
     def stop(self):
         for process in self.processes:
@@ -189,19 +269,42 @@ class Job:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for watcher in self.watchers:
+            watcher.join(timeout=10)
 
 
-def result(columns, rows):
+# Column types other than text, as the JSON result format sends them: the
+# connector turns them into what it gives snow (int, datetime, JSON text).
+TYPES = {
+    "fixed": {"precision": 38, "scale": 0},
+    "timestamp_ntz": {"precision": 0, "scale": 9},
+    "timestamp_ltz": {"precision": 0, "scale": 9},
+    "object": {"precision": None, "scale": None},
+}
+
+
+def wire(value, kind):
+    if value is None:
+        return None
+    if kind in ("timestamp_ntz", "timestamp_ltz"):
+        return f"{value:.9f}"  # seconds since the epoch
+    if kind == "object":
+        return json.dumps(value)
+    return str(value)
+
+
+def result(columns, rows, types=None):
+    types = types or {}
     return {
         "rowtype": [
             {
                 "name": c,
-                "type": "text",
+                "type": types.get(c, "text"),
                 "nullable": True,
                 "length": 16777216,
                 "byteLength": 16777216,
-                "precision": None,
-                "scale": None,
+                "precision": TYPES.get(types.get(c), {}).get("precision"),
+                "scale": TYPES.get(types.get(c), {}).get("scale"),
                 "database": "",
                 "schema": "",
                 "table": "",
@@ -209,7 +312,7 @@ def result(columns, rows):
             }
             for c in columns
         ],
-        "rowset": [[None if v is None else str(v) for v in row] for row in rows],
+        "rowset": [[wire(v, types.get(c)) for c, v in zip(columns, row)] for row in rows],
         "total": len(rows),
         "returned": len(rows),
         "queryResultFormat": "json",
@@ -283,7 +386,7 @@ def execute_job(sql, session):
 
 SERVICE_COLUMNS = [
     "name", "status", "database_name", "schema_name", "owner", "compute_pool",
-    "is_job", "is_async_job",
+    "created_on", "is_job", "is_async_job",
 ]
 
 
@@ -291,7 +394,8 @@ def show_services(sql, session):
     m = re.match(
         rf"SHOW\s+(JOB\s+)?SERVICES(?:\s+LIKE\s+'(?P<like>[^']*)')?"
         rf"(?:\s+IN\s+SCHEMA(?:\s+(?P<schema>{IDENT}(?:\.{IDENT})?))?)?"
-        rf"(?:\s*->>\s*SELECT\s+\"status\"\s+FROM\s+\$1\s+WHERE\s+\"name\"\s*=\s*'(?P<exact>[^']*)')?\s*;?\s*$",
+        rf"(?:\s*->>\s*SELECT\s+(?P<picked>\"[a-z_]+\"(?:\s*,\s*\"[a-z_]+\")*)\s+FROM\s+\$1"
+        rf"\s+WHERE\s+\"name\"\s*=\s*'(?P<exact>[^']*)')?\s*;?\s*$",
         sql,
         re.S | re.I,
     )
@@ -314,10 +418,17 @@ def show_services(sql, session):
             db, sch, short = name.split(".")
             if f"{db}.{sch}" != schema or (like and not like.match(short)):
                 continue
-            rows.append([short, job.status(), db, sch, "TEST_ROLE", job.pool, "true", "false"])
+            rows.append([short, job.status(), db, sch, "TEST_ROLE", job.pool, job.created, "true", "false"])
+    types = {"created_on": "timestamp_ltz"}
     if m.group("exact") is not None:
-        return result(["status"], [[r[1]] for r in rows if r[0] == m.group("exact")])
-    return result(SERVICE_COLUMNS, rows)
+        picked = [c.strip().strip('"') for c in m.group("picked").split(",")]
+        for c in picked:
+            if c not in SERVICE_COLUMNS:
+                raise SqlError("000904", "42000", f"SQL compilation error: invalid identifier '\"{c}\"'")
+        index = [SERVICE_COLUMNS.index(c) for c in picked]
+        chosen = [[r[i] for i in index] for r in rows if r[0] == m.group("exact")]
+        return result(picked, chosen, types)
+    return result(SERVICE_COLUMNS, rows, types)
 
 
 def service(name, session, what):
@@ -345,12 +456,13 @@ def show_containers(sql, session):
     }
     for i in range(job.replicas):
         status = job.instance_status(i)
-        rows.append([db, sch, short, i, job.container, status, messages[status], job.image])
+        code = job.exit_codes[i] if status != "RUNNING" else None
+        rows.append([db, sch, short, i, job.container, status, messages[status], job.image, code])
     columns = [
         "database_name", "schema_name", "service_name", "instance_id",
-        "container_name", "status", "message", "image_name",
+        "container_name", "status", "message", "image_name", "last_exit_code",
     ]
-    return result(columns, rows)
+    return result(columns, rows, {"instance_id": "fixed", "last_exit_code": "fixed"})
 
 
 def service_logs(sql, session):
@@ -368,10 +480,122 @@ def service_logs(sql, session):
             "391905", "22000",
             f"Container '{container}' of instance {index} does not exist in service {job.name}.",
         )
-    with open(job.logs[index], encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    reclaimed = reclaimed_nodes().get(str(index)) if job.instance_status(index) != "RUNNING" else None
+    if reclaimed == "error":
+        raise SqlError(
+            "391906", "22000",
+            f"Container '{container}' of instance {index} of service {job.name} is not available: "
+            "its compute pool node was released.",
+        )
+    text = ""
+    if reclaimed is None:
+        with open(job.logs[index], encoding="utf-8", errors="replace") as f:
+            text = f.read()
     column = f"SYSTEM$GET_SERVICE_LOGS('{m.group(1).upper()}', {index}, '{container.upper()}')"
     return result([column], [[text]])
+
+
+def reclaimed_nodes():
+    """{"<instance>": "empty" | "error"} from FAKE_SNOWFLAKE_DIR."""
+    try:
+        with open(os.path.join(STATE, "reclaimed_nodes.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+LOG_COLUMNS = {
+    "TIMESTAMP": ("timestamp_ntz", lambda r: r["time"]),
+    "INSTANCE_ID": ("fixed", lambda r: r["instance"]),
+    "CONTAINER_NAME": ("text", lambda r: r["container"]),
+    "LOG": ("text", lambda r: r["line"]),
+    "RECORD_ATTRIBUTES": ("object", lambda r: {"log.iostream": r["stream"]}),
+}
+EVENT_COLUMNS = {
+    "TIMESTAMP": ("timestamp_ntz", lambda r: r["time"]),
+    "INSTANCE_ID": ("fixed", lambda r: r["instance"]),
+    "CONTAINER_NAME": ("text", lambda r: r["container"]),
+    "SEVERITY": ("text", lambda r: r["severity"]),
+    "EVENT_NAME": ("text", lambda r: r["event"]),
+    "EVENT_DETAILS": ("object", lambda r: r["details"]),
+    "RECORD": ("object", lambda r: {"severity_text": r["severity"], "name": r["event"]}),
+    "RECORD_ATTRIBUTES": ("object", lambda r: {}),
+}
+
+
+def service_table(sql, session):
+    """SELECT ... FROM TABLE(<job>!SPCS_GET_LOGS(...)) or SPCS_GET_EVENTS."""
+    m = re.match(
+        rf"SELECT\s+(?P<columns>\*|[A-Z_]+(?:\s*,\s*[A-Z_]+)*)\s+FROM\s+TABLE\s*\(\s*(?P<name>{NAME})"
+        rf"!SPCS_GET_(?P<kind>LOGS|EVENTS)\s*\((?P<args>(?:[^()]|\([^()]*\))*)\)\s*\)"
+        rf"(?:\s+WHERE\s+INSTANCE_ID\s+IN\s*\((?P<ids>[\d\s,]+)\))?"
+        rf"(?P<ordered>\s+ORDER\s+BY\s+TIMESTAMP)?\s*;?\s*$",
+        sql,
+        re.S | re.I,
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: syntax error in a SPCS_GET_LOGS or SPCS_GET_EVENTS query (the fake reads the project's)")
+    job = service(m.group("name"), session, f"SPCS_GET_{m.group('kind').upper()}")
+    with LOCK:
+        event_table = ACCOUNT["event_table"]
+        rows = list(EVENT_TABLE)
+    if not event_table:
+        raise SqlError(
+            "391930", "22000",
+            "SQL execution error: this account has no event table (its EVENT_TABLE parameter is not set).",
+        )
+    window = {"START_TIME": time.time() - 86400, "END_TIME": time.time()}
+    for arg in re.finditer(r"(START_TIME|END_TIME)\s*=>\s*TO_TIMESTAMP_LTZ\s*\(\s*'([^']*)'\s*\)", m.group("args"), re.I):
+        try:
+            window[arg.group(1).upper()] = datetime.fromisoformat(arg.group(2)).timestamp()
+        except ValueError:
+            raise SqlError("100035", "22007", f"Timestamp '{arg.group(2)}' is not recognized")
+    kind = "log" if m.group("kind").upper() == "LOGS" else "event"
+    ids = None
+    if m.group("ids"):
+        ids = {int(i) for i in m.group("ids").replace(",", " ").split()}
+    rows = [
+        r for r in rows
+        if r["kind"] == kind and r["service"] == job.name
+        and window["START_TIME"] <= r["time"] <= window["END_TIME"]
+        and (ids is None or r["instance"] in ids)
+    ]
+    if m.group("ordered"):
+        rows.sort(key=lambda r: r["time"])
+    known = LOG_COLUMNS if kind == "log" else EVENT_COLUMNS
+    columns = list(known) if m.group("columns") == "*" else [c.strip().upper() for c in m.group("columns").split(",")]
+    for c in columns:
+        if c not in known:
+            raise SqlError("000904", "42000", f"SQL compilation error: error line 1 at position 7\ninvalid identifier '{c}'")
+    return result(
+        columns,
+        [[known[c][1](r) for c in columns] for r in rows],
+        {c: known[c][0] for c in columns},
+    )
+
+
+def alter_account(sql, session):
+    m = re.match(
+        rf"ALTER\s+ACCOUNT\s+(?:SET\s+EVENT_TABLE\s*=\s*(?P<table>{NAME})|(?P<unset>UNSET\s+EVENT_TABLE))\s*;?\s*$",
+        sql,
+        re.I,
+    )
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: the fake's ALTER ACCOUNT sets or unsets EVENT_TABLE only")
+    with LOCK:
+        ACCOUNT["event_table"] = "" if m.group("unset") else m.group("table").upper()
+    return done()
+
+
+def show_parameters(sql, session):
+    m = re.match(r"SHOW\s+PARAMETERS\s+LIKE\s+'EVENT_TABLE'\s+IN\s+ACCOUNT\s*;?\s*$", sql, re.I)
+    if not m:
+        raise SqlError("001003", "42000", "SQL compilation error: the fake shows the EVENT_TABLE parameter only")
+    with LOCK:
+        value = ACCOUNT["event_table"]
+    columns = ["key", "value", "default", "level", "description", "type"]
+    row = ["EVENT_TABLE", value, "", "ACCOUNT" if value else "", "Event table for logs and traces.", "STRING"]
+    return result(columns, [row])
 
 
 def drop_service(sql, session):
@@ -558,6 +782,9 @@ STATEMENTS = [
     (r"SHOW\s+SERVICE\s+CONTAINERS\b", show_containers),
     (r"SHOW\s+IMAGE\s+REPOSITORIES\b", image_repositories),
     (r"SELECT\s+SYSTEM\$GET_SERVICE_LOGS\b", service_logs),
+    (r"SELECT\s.*?\bFROM\s+TABLE\s*\(\s*[^()]*!SPCS_GET_", service_table),
+    (r"ALTER\s+ACCOUNT\b", alter_account),
+    (r"SHOW\s+PARAMETERS\b", show_parameters),
     (r"DROP\s+SERVICE\b", drop_service),
     (r"ALTER\s+COMPUTE\s+POOL\b", stop_pool),
     (r"PUT\s", put),
