@@ -33,10 +33,11 @@ pub mod config;
 pub mod error;
 mod input;
 pub mod job;
+pub mod json;
 pub mod logging;
 mod output;
 #[allow(unsafe_code)]
 mod resolve;
-mod rows;
+pub mod rows;
 #[allow(unsafe_code)]
 pub mod signals;

@@ -18,17 +18,13 @@
 //! miniserde. So OUTPUT_FILE is byte for byte what a decode-and-print gives,
 //! however the service spaces or escapes its JSON.
 
-// A path that works both here and where fuzz/ includes this file on its own.
-#[path = "rows/json.rs"]
-mod json;
 #[cfg(test)]
-#[path = "rows/reference.rs"]
 mod reference;
 
 use std::borrow::Cow;
 use std::io::Read;
 
-use json::{Fault, Kind, Number, Scanned, Scanner};
+use crate::json::{self, Kind, Number, ScanError, Scanned, Scanner};
 
 /// Replies nested deeper than this are refused, so a small hostile body
 /// cannot make the decoder recurse without end.
@@ -264,13 +260,13 @@ pub fn check_columns(line: &[u8]) -> Result<(), String> {
             "is {}, not an array; {expected}",
             other.kind.described()
         )),
-        Err(Fault::TooDeep) => Err(format!("nests JSON deeper than {MAX_NESTING} levels")),
-        Err(Fault::Syntax) => Err(format!("is not valid JSON: {}; {expected}", preview(line))),
-        Err(Fault::OutOfRange { start, end }) => Err(format!(
+        Err(ScanError::TooDeep) => Err(format!("nests JSON deeper than {MAX_NESTING} levels")),
+        Err(ScanError::Syntax) => Err(format!("is not valid JSON: {}; {expected}", preview(line))),
+        Err(ScanError::OutOfRange { start, end }) => Err(format!(
             "holds the number {}, too large for a 64-bit float",
             String::from_utf8_lossy(&line[start..end.min(start + 40)])
         )),
-        Err(Fault::LoneSurrogate { at }) => Err(format!(
+        Err(ScanError::LoneSurrogate { at }) => Err(format!(
             "holds the escape {}, half of a UTF-16 surrogate pair without its other half",
             String::from_utf8_lossy(&line[at..(at + 6).min(line.len())])
         )),
@@ -594,14 +590,14 @@ impl Reply {
         let mut scanner = Scanner::new(body, MAX_NESTING);
         let problem = match scan_reply(&mut scanner, sent, &mut self.values, &mut self.run) {
             Ok(problem) => problem,
-            Err(Fault::TooDeep) => Some(Problem::Said(too_deep())),
+            Err(ScanError::TooDeep) => Some(Problem::Said(too_deep())),
             // Which of the two a broken body is named by must not depend on
             // where the scan stopped.
-            Err(Fault::Syntax) if json::nesting_exceeds(body, MAX_NESTING) => {
+            Err(ScanError::Syntax) if json::nesting_exceeds(body, MAX_NESTING) => {
                 Some(Problem::Said(too_deep()))
             }
-            Err(Fault::Syntax) if scanner.position() >= body.len() => Some(Problem::EndsEarly),
-            Err(Fault::Syntax) => Some(Problem::NotJson),
+            Err(ScanError::Syntax) if scanner.position() >= body.len() => Some(Problem::EndsEarly),
+            Err(ScanError::Syntax) => Some(Problem::NotJson),
             Err(fault) => Some(Problem::Said(beyond_miniserde(body, fault))),
         };
         if let Some(problem) = problem {
@@ -680,6 +676,10 @@ impl Reply {
         self.values.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
     /// The value for the `i`th row sent, as compact JSON.
     pub fn value(&self, i: usize) -> &[u8] {
         match self.values.get(i).copied().flatten() {
@@ -691,19 +691,19 @@ impl Reply {
 }
 
 /// Why valid JSON that miniserde cannot hold is refused.
-fn beyond_miniserde(json: &[u8], fault: Fault) -> String {
+fn beyond_miniserde(json: &[u8], fault: ScanError) -> String {
     match fault {
-        Fault::OutOfRange { start, end } => format!(
+        ScanError::OutOfRange { start, end } => format!(
             "reply holds the number {} (at byte {start}), too large for a 64-bit float",
             String::from_utf8_lossy(&json[start..end.min(start + 40)])
         ),
-        Fault::LoneSurrogate { at } => format!(
+        ScanError::LoneSurrogate { at } => format!(
             "reply holds the escape {} (at byte {at}), half of a UTF-16 surrogate pair \
              without its other half, which no UTF-8 text can carry",
             String::from_utf8_lossy(&json[at..(at + 6).min(json.len())])
         ),
-        Fault::Syntax => "reply is not valid JSON".to_owned(),
-        Fault::TooDeep => too_deep(),
+        ScanError::Syntax => "reply is not valid JSON".to_owned(),
+        ScanError::TooDeep => too_deep(),
     }
 }
 
@@ -715,7 +715,6 @@ fn too_deep() -> String {
 /// (ascending), and returns the values in the same order, each as the
 /// compact JSON that OUTPUT_FILE shows. For tests and fuzz/; the job uses
 /// `Reply`.
-#[cfg_attr(not(test), allow(dead_code))]
 pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<String>, String> {
     let reply = checked_reply(body, sent)?;
     Ok((0..reply.len())
@@ -724,7 +723,6 @@ pub fn decode_reply(body: &[u8], sent: &[u64]) -> Result<Vec<String>, String> {
 }
 
 /// `body` read and checked as the reply to `sent`, or why it is refused.
-#[cfg_attr(not(test), allow(dead_code))]
 fn checked_reply(body: &[u8], sent: &[u64]) -> Result<Reply, String> {
     let mut reply = Reply::default();
     reply
@@ -743,7 +741,7 @@ fn scan_reply(
     sent: &[u64],
     values: &mut [Option<Span>],
     run: &mut Option<(usize, usize)>,
-) -> Result<Option<Problem>, Fault> {
+) -> Result<Option<Problem>, ScanError> {
     scanner.skip_whitespace();
     if scanner.peek() != Some(b'{') {
         let top = scanner.value()?;
@@ -792,12 +790,12 @@ fn scan_reply(
 }
 
 /// A key's text, quotes off and escapes decoded.
-fn key_text(key: &[u8], escaped: bool) -> Result<Cow<'_, str>, Fault> {
-    let text = std::str::from_utf8(key).map_err(|_| Fault::Syntax)?;
+fn key_text(key: &[u8], escaped: bool) -> Result<Cow<'_, str>, ScanError> {
+    let text = std::str::from_utf8(key).map_err(|_| ScanError::Syntax)?;
     if escaped {
         miniserde::json::from_str::<String>(text)
             .map(Cow::Owned)
-            .map_err(|_| Fault::Syntax)
+            .map_err(|_| ScanError::Syntax)
     } else {
         Ok(Cow::Borrowed(&text[1..text.len() - 1]))
     }
@@ -810,7 +808,7 @@ fn scan_data(
     sent: &[u64],
     values: &mut [Option<Span>],
     run: &mut Option<(usize, usize)>,
-) -> Result<Option<String>, Fault> {
+) -> Result<Option<String>, ScanError> {
     if scanner.peek() != Some(b'[') {
         let data = scanner.value()?;
         return Ok(Some(format!(
@@ -899,7 +897,7 @@ struct Row {
     plain: bool,
 }
 
-fn scan_row(scanner: &mut Scanner) -> Result<Row, Fault> {
+fn scan_row(scanner: &mut Scanner) -> Result<Row, ScanError> {
     let mut row = Row {
         start: scanner.position(),
         end: 0,
@@ -919,7 +917,7 @@ fn scan_row(scanner: &mut Scanner) -> Result<Row, Fault> {
                 row.index = match scanner.number() {
                     Ok((number, _)) => Ok(number),
                     // Out of any range an index can have, like 2^64.
-                    Err(Fault::OutOfRange { .. }) => Ok(Number::Float),
+                    Err(ScanError::OutOfRange { .. }) => Ok(Number::Float),
                     Err(fault) => return Err(fault),
                 };
                 row.index_end = scanner.position();

@@ -4,12 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-
-// The decoder lives in the binary crate; it is pure and depends on miniserde
-// alone, so the module itself is compiled in here.
-#[allow(dead_code)]
-#[path = "../../src/rows.rs"]
-mod rows;
+use service_to_service::rows;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte says how many rows were sent (1 to 8), the rest is the reply.

@@ -6,8 +6,8 @@ use miniserde::de::{Map, Seq, Visitor};
 use miniserde::json::{self, Number, Value};
 use miniserde::{Deserialize, make_place};
 
-use super::json::nesting_exceeds;
 use super::{MAX_NESTING, preview};
+use crate::json::nesting_exceeds;
 
 /// Appends one line of `OUTPUT_FILE`, `[index,value]` in compact JSON, and a
 /// newline.
