@@ -20,8 +20,8 @@ use ureq::unversioned::transport::TcpConnector;
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
 use crate::logging::Seconds;
+use crate::reply::{BadReply, Reply, preview};
 use crate::resolve::{CachingResolver, ResolveCache};
-use crate::rows::{self, Problem, Reply};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -254,7 +254,7 @@ impl Client {
         };
         match status {
             200..=299 => reply.decode(sent).map_err(|problem| match problem {
-                Problem::EndsEarly if ends_at_close => Failure::Transient(
+                BadReply::EndsEarly if ends_at_close => Failure::Transient(
                     "the connection closed before the reply's JSON was complete".to_owned(),
                 ),
                 problem => protocol(problem.describe(&self.url.redact(reply.body()))),
@@ -265,7 +265,7 @@ impl Client {
             ))),
             _ => Err(protocol(format!(
                 "HTTP {status}: {}",
-                rows::preview(&self.url.redact(reply.body()))
+                preview(&self.url.redact(reply.body()))
             ))),
         }
     }

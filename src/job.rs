@@ -19,7 +19,8 @@ use crate::error::Error;
 use crate::input::{self, Rows};
 use crate::logging::Seconds;
 use crate::output::AtomicFile;
-use crate::rows::{self, Batch, Reply};
+use crate::reply::{Reply, display_value};
+use crate::rows::{self, Batch};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -104,7 +105,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
                 }
                 None => {
                     for i in 0..reply.len() {
-                        let value = rows::display_value(reply.value(i));
+                        let value = display_value(reply.value(i));
                         log::info!("Received response from {}: {value}", client.url());
                     }
                 }

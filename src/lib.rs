@@ -30,14 +30,16 @@
 
 mod client;
 pub mod config;
+mod decimal;
 pub mod error;
 mod input;
 pub mod job;
 pub mod json;
 pub mod logging;
 mod output;
+pub mod reply;
 #[allow(unsafe_code)]
 mod resolve;
-pub mod rows;
+mod rows;
 #[allow(unsafe_code)]
 pub mod signals;
