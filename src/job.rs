@@ -20,7 +20,8 @@ use crate::input::{self, Rows};
 use crate::logging::Seconds;
 use crate::output::AtomicFile;
 use crate::reply::{Reply, display_value};
-use crate::rows::{self, Batch};
+use crate::request::encode_request;
+use crate::rows::Batch;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -308,7 +309,7 @@ fn send(client: &Client, mut slot: Slot, request: &mut Request, log_rows: bool) 
         let first = batch.indices().first().copied().unwrap_or(0);
         log::debug!("Sending {} rows from index {first}", batch.len());
     }
-    rows::encode_request(batch, &mut request.body);
+    encode_request(batch, &mut request.body);
     let result = client.send(&request.body, batch.indices(), &mut slot.reply);
     (slot, result)
 }

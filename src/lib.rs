@@ -38,6 +38,7 @@ pub mod json;
 pub mod logging;
 mod output;
 pub mod reply;
+mod request;
 #[allow(unsafe_code)]
 mod resolve;
 mod rows;

@@ -579,7 +579,7 @@ pub fn display_value(value: &[u8]) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows::testing::{Row, encode_request};
+    use crate::request::testing::{Row, encode_request};
 
     fn rows(texts: &[&str]) -> Vec<Row> {
         texts
@@ -780,8 +780,8 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
-    use crate::rows::push_json_string;
-    use crate::rows::testing::{Row, encode_request};
+    use crate::request::push_json_string;
+    use crate::request::testing::{Row, encode_request};
     use proptest::collection::{btree_map, btree_set, vec};
     use proptest::prelude::*;
 
