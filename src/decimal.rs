@@ -1,7 +1,7 @@
 //! Whole numbers in decimal, for the row indices of requests and output
 //! lines. Not through `fmt`: its machinery costs more than the row a number
-//! heads. Nothing else: durations and sizes for people are the log's
-//! business.
+//! heads. Nothing else: text for people goes through `fmt`, which is fine
+//! off a row's path.
 
 /// The most digits a u64 has.
 pub const U64_DIGITS: usize = 20;

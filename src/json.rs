@@ -9,6 +9,13 @@
 //! literal; integers as written, except `-0`, which prints as `0`; floats in
 //! its own shortest form; object keys in byte order, the last of repeated
 //! keys winning.
+//!
+//! Left out on purpose: decoding. A string keeps its escapes and a number
+//! its digits, since callers either copy the bytes or hand them to
+//! miniserde, and neither needs a decoded copy. Nor is UTF-8 checked here:
+//! callers check a whole body or line once, before scanning it.
+
+pub mod swar;
 
 use miniserde::json::{self, Value};
 
@@ -86,8 +93,6 @@ static STRING_STOP: [bool; 256] = {
     stop[b'\\' as usize] = true;
     stop
 };
-
-pub mod swar;
 
 pub struct Scanner<'a> {
     bytes: &'a [u8],

@@ -1,9 +1,10 @@
 //! Encoding a request body, `{"data":[[index,"text"],...]}`, from a
 //! batch's rows: each row's index, counted up digit by digit, and its text
-//! as a JSON string, or with Jsonl its column values as written. The text
-//! comes unexamined from the reader, so the encoder finds for itself what
-//! must be escaped. No JSON is parsed here: Jsonl lines were checked as
-//! they were read.
+//! as a JSON string, or with Jsonl its column values as written. The reader
+//! checks a row only for what it must be (UTF-8, a Jsonl array), so the
+//! encoder finds for itself what a JSON string must escape, as it copies
+//! the text. No JSON is parsed here: Jsonl lines were checked as they were
+//! read.
 
 use crate::decimal::write_u64_backwards;
 use crate::json::swar;
