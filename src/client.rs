@@ -19,8 +19,8 @@ use ureq::unversioned::transport::TcpConnector;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
+use crate::reply::{BadReply, Reply, preview};
 use crate::resolve::{CachingResolver, ResolveCache};
-use crate::rows::{self, Problem, Reply};
 use crate::time::Seconds;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -254,7 +254,7 @@ impl Client {
         };
         match status {
             200..=299 => reply.decode(sent).map_err(|problem| match problem {
-                Problem::EndsEarly if ends_at_close => Verdict::RetryLater(
+                BadReply::EndsEarly if ends_at_close => Verdict::RetryLater(
                     "the connection closed before the reply's JSON was complete".to_owned(),
                 ),
                 problem => protocol(problem.describe(&self.url.secrets().redact(reply.body()))),
@@ -265,7 +265,7 @@ impl Client {
             ))),
             _ => Err(protocol(format!(
                 "HTTP {status}: {}",
-                rows::preview(&self.url.secrets().redact(reply.body()))
+                preview(&self.url.secrets().redact(reply.body()))
             ))),
         }
     }

@@ -1,7 +1,14 @@
 //! Where rows come from: the single `ECHO_TEXT` row, or a UTF-8 file (or
 //! stdin) with one row per line, numbered from 0 and filtered to the rows this
-//! replica owns. Read lazily, straight into the batch's one buffer, so memory
-//! stays flat however long the input.
+//! replica owns. Read lazily, in runs of lines copied into the batch's one
+//! buffer, so memory stays flat however long the input.
+//!
+//! The byte scanning of input lines is here too: where each line ends,
+//! which lines hold bytes that are not ASCII (those alone need a UTF-8
+//! check), how many lines a file has, and that it is not gzip. Escaping a
+//! row for JSON is left to the request encoder, which copies the text
+//! anyway; Jsonl lines are checked here, by the JSON scanner, so that a bad
+//! line is named by its number before anything is sent.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -9,13 +16,30 @@ use std::os::fd::AsFd;
 
 use crate::config::{Input, Shard};
 use crate::error::Error;
-use crate::rows::{self, Batch, InputFormat};
+use crate::json::{self, Kind, ScanError, Scanned, swar};
+use crate::reply::preview;
+use crate::rows::{Batch, InputFormat, MAX_NESTING};
 
 pub struct Rows {
     source: Source,
     format: InputFormat,
     shard: Shard,
     next_index: u64,
+    /// The rows found in the run of lines being read, added to the batch
+    /// once their text is in it: as many slots as a batch has rows, written
+    /// in place rather than pushed, since this is paid for every row.
+    found: Box<[Found]>,
+}
+
+/// A row found by scanning, before its text is in the batch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Found {
+    index: u64,
+    /// Where its text will be in the batch.
+    start: usize,
+    end: usize,
+    /// Whether the text has a byte that is not ASCII.
+    non_ascii: bool,
 }
 
 enum Source {
@@ -25,10 +49,8 @@ enum Source {
 
 /// One concrete reader, stdin's included (a `File` on a copy of fd 0), not a
 /// `Box<dyn BufRead>` over a file or `StdinLock`: a trait object links every
-/// method of both readers and std's stdin buffer besides. Measured:
-/// 10,944 bytes (gzip -9 of the binary: 5,736) off the stable release
-/// binary, 7,024 (3,175) off the tiny one. The unit tests feed bytes from
-/// memory.
+/// method of both readers and std's stdin buffer besides, code the binary
+/// would carry for nothing. The unit tests feed bytes from memory.
 #[cfg(not(test))]
 type Reader = BufReader<File>;
 #[cfg(test)]
@@ -65,6 +87,7 @@ impl Rows {
             format,
             shard,
             next_index: 0,
+            found: Box::default(),
         })
     }
 
@@ -76,11 +99,9 @@ impl Rows {
             Source::Single(text) => {
                 if let Some(text) = text.take().filter(|_| self.shard.owns(0)) {
                     if self.format == InputFormat::Jsonl {
-                        rows::check_columns(text.as_bytes()).map_err(|problem| {
-                            Error::InputData {
-                                line: 1,
-                                problem: format!("ECHO_TEXT {problem}"),
-                            }
+                        check_columns(text.as_bytes()).map_err(|problem| Error::InputData {
+                            line: 1,
+                            problem: format!("ECHO_TEXT {problem}"),
                         })?;
                     }
                     batch.push(0, &text);
@@ -89,10 +110,17 @@ impl Rows {
             }
             Source::Lines(reader) => reader,
         };
+        if self.found.len() < size {
+            self.found = vec![Found::default(); size].into_boxed_slice();
+        }
         // Whole runs of lines are copied from the reader's buffer at once;
-        // each row is then a range of the batch's buffer.
-        let mut line_start = batch.buffer().len();
+        // each row is then a range of the batch's buffer. A line may span
+        // runs, never batches: a batch ends at the end of a line.
+        let mut line_start = batch.text_len();
         let mut classes = 0;
+        // The last byte of the previous run, for a \r that ends one run
+        // while its newline starts the next.
+        let mut last_byte = None;
         while batch.len() < size {
             let available = match reader.fill_buf() {
                 Ok(available) => available,
@@ -104,69 +132,77 @@ impl Rows {
                     });
                 }
             };
-            let base = batch.buffer().len();
+            let base = batch.text_len();
             if available.is_empty() {
                 // The last line, without a newline.
-                let first_new = batch.len();
                 if base > line_start {
                     let index = self.next_index;
                     self.next_index += 1;
                     if self.shard.owns(index) {
-                        batch.add_row(index, line_start, base, classes);
+                        let row = Found {
+                            index,
+                            start: line_start,
+                            end: base,
+                            non_ascii: classes & NON_ASCII != 0,
+                        };
+                        add_found(batch, &[row], self.format)?;
                     }
                 }
-                check_rows(batch, first_new, self.format)?;
                 break;
             }
-            let first_new = batch.len();
-            let mut seen = 0;
             let mut used = 0;
-            while batch.len() < size && used < available.len() {
-                let (length, found) = rows::scan_line(&available[used..]);
+            let mut found = 0;
+            let wanted = size - batch.len();
+            while found < wanted && used < available.len() {
+                let (length, line_classes) = scan_line(&available[used..]);
                 used += length;
-                classes |= found;
-                seen |= classes;
-                if found & rows::NEWLINE == 0 {
+                classes |= line_classes;
+                if line_classes & NEWLINE == 0 {
                     break;
                 }
                 let index = self.next_index;
                 self.next_index += 1;
                 if self.shard.owns(index) {
                     let mut end = base + used - 1;
-                    // A \r before the newline, in this chunk or the last.
+                    // A \r before the newline, in this run or the last.
                     let before = match used {
-                        2.. => available.get(used - 2),
-                        _ => batch.buffer().get(end.wrapping_sub(1)),
+                        2.. => available.get(used - 2).copied(),
+                        _ => last_byte,
                     };
-                    if end > line_start && before == Some(&b'\r') {
+                    if end > line_start && before == Some(b'\r') {
                         end -= 1;
                     }
-                    batch.add_row(index, line_start, end, classes);
+                    self.found[found] = Found {
+                        index,
+                        start: line_start,
+                        end,
+                        non_ascii: classes & NON_ASCII != 0,
+                    };
+                    found += 1;
                 }
                 line_start = base + used;
                 classes = 0;
             }
-            batch.buffer().extend_from_slice(&available[..used]);
+            last_byte = available[..used].last().copied();
+            batch.append_text(&available[..used]);
             reader.consume(used);
-            // Lines of plain ASCII need no check at all.
-            if seen & rows::NON_ASCII != 0 || self.format == InputFormat::Jsonl {
-                check_rows(batch, first_new, self.format)?;
-            }
+            add_found(batch, &self.found[..found], self.format)?;
         }
-        // The loop stops only at the end of a line or of the input, so no
-        // row is split between batches.
         Ok(())
     }
 }
 
-/// Checks the rows from `first` on: UTF-8, and with Jsonl, JSON arrays.
-fn check_rows(batch: &Batch, first: usize, format: InputFormat) -> Result<(), Error> {
-    for i in first..batch.len() {
-        if format == InputFormat::Lines && !batch.non_ascii(i) {
+/// Adds the rows `found` to the batch, whose text now holds them, and
+/// checks them: UTF-8 where a byte is not ASCII (plain ASCII needs no
+/// check), and with Jsonl, one JSON array each.
+fn add_found(batch: &mut Batch, found: &[Found], format: InputFormat) -> Result<(), Error> {
+    for row in found {
+        batch.add_row(row.index, row.start..row.end);
+        if !row.non_ascii && format == InputFormat::Lines {
             continue;
         }
-        let (index, text) = batch.row(i);
-        if batch.non_ascii(i) {
+        let (index, text) = batch.row(batch.len() - 1);
+        if row.non_ascii {
             if let Err(e) = std::str::from_utf8(text) {
                 return Err(Error::InputData {
                     line: index + 1,
@@ -178,7 +214,7 @@ fn check_rows(batch: &Batch, first: usize, format: InputFormat) -> Result<(), Er
             }
         }
         if format == InputFormat::Jsonl {
-            rows::check_columns(text).map_err(|problem| Error::InputData {
+            check_columns(text).map_err(|problem| Error::InputData {
                 line: index + 1,
                 problem: format!("the line {problem}"),
             })?;
@@ -228,7 +264,7 @@ pub fn count_rows(input: &Input, shard: Shard) -> Option<u64> {
                 if chunk.is_empty() {
                     break;
                 }
-                lines += rows::count_newlines(chunk);
+                lines += count_newlines(chunk);
                 ends_with_newline = chunk.last() == Some(&b'\n');
                 let used = chunk.len();
                 reader.consume(used);
@@ -237,6 +273,100 @@ pub fn count_rows(input: &Input, shard: Shard) -> Option<u64> {
         }
     };
     Some((lines + shard.count - 1 - shard.index) / shard.count)
+}
+
+/// Checks a `Jsonl` line: one JSON array, nested no deeper than replies may.
+fn check_columns(line: &[u8]) -> Result<(), String> {
+    let expected = "INPUT_FORMAT=jsonl expects one JSON array of column values per line";
+    match json::scan_document(line, MAX_NESTING) {
+        Ok(Scanned {
+            kind: Kind::Array, ..
+        }) => Ok(()),
+        Ok(other) => Err(format!(
+            "is {}, not an array; {expected}",
+            other.kind.described()
+        )),
+        Err(ScanError::TooDeep) => Err(format!("nests JSON deeper than {MAX_NESTING} levels")),
+        Err(ScanError::Syntax) => Err(format!("is not valid JSON: {}; {expected}", preview(line))),
+        Err(ScanError::OutOfRange { start, end }) => Err(format!(
+            "holds the number {}, too large for a 64-bit float",
+            String::from_utf8_lossy(&line[start..end.min(start + 40)])
+        )),
+        Err(ScanError::LoneSurrogate { at }) => Err(format!(
+            "holds the escape {}, half of a UTF-16 surrogate pair without its other half",
+            String::from_utf8_lossy(&line[at..(at + 6).min(line.len())])
+        )),
+    }
+}
+
+/// Byte classes, for one pass over an input line: its end, and whether
+/// it needs a UTF-8 check.
+const NEWLINE: u8 = 1;
+const NON_ASCII: u8 = 2;
+
+static CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        class[byte] = if byte == b'\n' as usize {
+            NEWLINE
+        } else if byte >= 0x80 {
+            NON_ASCII
+        } else {
+            0
+        };
+        byte += 1;
+    }
+    class
+};
+
+/// Scans `bytes` up to and including the first newline: how many bytes
+/// that is (all of them when there is none), and the classes (`CLASS`) of
+/// the bytes before it. Eight bytes at a time while it can.
+fn scan_line(bytes: &[u8]) -> (usize, u8) {
+    let mut classes = 0;
+    let mut at = 0;
+    while let Some(word) = swar::word(bytes, at) {
+        let newline = swar::equal(word, b'\n');
+        let high = swar::high(word);
+        // Plain ASCII text, the common word, costs one test.
+        if newline | high == 0 {
+            at += 8;
+            continue;
+        }
+        // Only the bytes before a newline count; 0x80 marks each byte.
+        let before = match newline {
+            0 => u64::MAX,
+            _ => (newline & newline.wrapping_neg()) - 1,
+        };
+        if high & before != 0 {
+            classes |= NON_ASCII;
+        }
+        if newline != 0 {
+            return (at + swar::first(newline) + 1, classes | NEWLINE);
+        }
+        at += 8;
+    }
+    while at < bytes.len() {
+        let class = CLASS[usize::from(bytes[at])];
+        at += 1;
+        classes |= class;
+        if class == NEWLINE {
+            break;
+        }
+    }
+    (at, classes)
+}
+
+/// How many newlines `bytes` holds, eight bytes at a time.
+fn count_newlines(bytes: &[u8]) -> u64 {
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(word) = swar::word(bytes, at) {
+        count += swar::count(swar::equal(word, b'\n'));
+        at += 8;
+    }
+    count + bytes[at..].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 #[cfg(test)]
@@ -253,6 +383,7 @@ mod tests {
             format: InputFormat::Lines,
             shard,
             next_index: 0,
+            found: Box::default(),
         };
         let mut batch = Batch::new(InputFormat::Lines);
         let mut all = Vec::new();
@@ -304,6 +435,7 @@ mod tests {
                 format: InputFormat::Lines,
                 shard: Shard { index: 0, count: 1 },
                 next_index: 0,
+                found: Box::default(),
             };
             let mut batch = Batch::new(InputFormat::Lines);
             let error = loop {
@@ -327,7 +459,7 @@ mod tests {
                 .map(|i| if i % 3 == 0 { b'\n' } else { b'x' })
                 .collect();
             let expected = text.iter().filter(|&&b| b == b'\n').count() as u64;
-            assert_eq!(rows::count_newlines(&text), expected);
+            assert_eq!(count_newlines(&text), expected);
         }
     }
 }

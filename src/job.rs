@@ -18,7 +18,9 @@ use crate::config::{Config, Input};
 use crate::error::Error;
 use crate::input::{self, Rows};
 use crate::output::AtomicFile;
-use crate::rows::{self, Batch, Reply};
+use crate::reply::{Reply, display_value};
+use crate::request::encode_request;
+use crate::rows::Batch;
 use crate::time::Seconds;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -104,7 +106,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
                 }
                 None => {
                     for i in 0..reply.len() {
-                        let value = rows::display_value(reply.value(i));
+                        let value = display_value(reply.value(i));
                         log::info!("Received response from {}: {value}", client.url());
                     }
                 }
@@ -300,7 +302,7 @@ fn send(client: &Client, mut slot: Slot, body: &mut Vec<u8>, log_rows: bool) -> 
         let first = batch.indices().first().copied().unwrap_or(0);
         log::debug!("Sending {} rows from index {first}", batch.len());
     }
-    rows::encode_request(batch, body);
+    encode_request(batch, body);
     let result = client.send(body, batch.indices(), &mut slot.reply);
     (slot, result)
 }

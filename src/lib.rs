@@ -11,10 +11,13 @@
 //!
 //! - [`config`]: every environment variable, its default and its checks;
 //! - [`job`]: batches, request threads, in-order output, progress;
-//! - `input` and `output`: rows in, replies out;
+//! - `input` and `output`: rows in, with the byte scanning of their lines;
+//!   replies out;
 //! - `client` and `resolve`: HTTP through ureq's agent, retries, names;
-//! - the row format: `rows` (a batch's rows), `request`, `reply`, and the
-//!   `json` scanner under the reply;
+//! - the row format: `rows` (a batch's rows), `request` (encoding one),
+//!   [`reply`] (checking one, and its output lines), the [`json`] scanner
+//!   under replies and Jsonl lines with its eight-bytes-at-a-time helpers,
+//!   and `decimal` (indices without `fmt`);
 //! - [`logging`] and `secrets`: log lines, and what they must never show;
 //! - [`signals`]: SIGTERM and SIGINT, also as PID 1;
 //! - [`error`]: the one error enum and its exit codes.
@@ -30,11 +33,15 @@
 
 mod client;
 pub mod config;
+mod decimal;
 pub mod error;
 mod input;
 pub mod job;
+pub mod json;
 pub mod logging;
 mod output;
+pub mod reply;
+mod request;
 #[allow(unsafe_code)]
 mod resolve;
 mod rows;

@@ -4,12 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-
-// The decoder lives in the binary crate; it is pure and depends on miniserde
-// alone, so the module itself is compiled in here.
-#[allow(dead_code)]
-#[path = "../../src/rows.rs"]
-mod rows;
+use service_to_service::reply;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte says how many rows were sent (1 to 8), the rest is the reply.
@@ -18,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         None => (1, data),
     };
     let sent: Vec<u64> = (0..rows_sent).collect();
-    if let Ok(values) = rows::decode_reply(body, &sent) {
+    if let Ok(values) = reply::decode_reply(body, &sent) {
         assert_eq!(values.len(), sent.len());
     }
 });

@@ -6,8 +6,9 @@ use miniserde::de::{Map, Seq, Visitor};
 use miniserde::json::{self, Number, Value};
 use miniserde::{Deserialize, make_place};
 
-use super::json::nesting_exceeds;
-use super::{MAX_NESTING, preview};
+use super::preview;
+use crate::json::nesting_exceeds;
+use crate::rows::MAX_NESTING;
 
 /// Appends one line of `OUTPUT_FILE`, `[index,value]` in compact JSON, and a
 /// newline.

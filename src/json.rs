@@ -9,6 +9,13 @@
 //! literal; integers as written, except `-0`, which prints as `0`; floats in
 //! its own shortest form; object keys in byte order, the last of repeated
 //! keys winning.
+//!
+//! Left out on purpose: decoding. A string keeps its escapes and a number
+//! its digits, since callers either copy the bytes or hand them to
+//! miniserde, and neither needs a decoded copy. Nor is UTF-8 checked here:
+//! callers check a whole body or line once, before scanning it.
+
+pub mod swar;
 
 use miniserde::json::{self, Value};
 
@@ -38,7 +45,7 @@ impl Kind {
 
 /// Why scanning stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub enum ScanError {
     /// Not JSON. The scanner's position says where it stopped: at the end
     /// of the input when the input ends before its value does.
     Syntax,
@@ -86,90 +93,6 @@ static STRING_STOP: [bool; 256] = {
     stop[b'\\' as usize] = true;
     stop
 };
-
-/// Eight bytes at a time: each function returns a word with the high bit
-/// of every byte that matches set, and no other bit. Exact per byte (no
-/// carry crosses bytes), so the lowest set bit is the first match.
-pub mod swar {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-
-    #[inline(always)]
-    pub fn word(bytes: &[u8], at: usize) -> Option<u64> {
-        let eight = bytes.get(at..at + 8)?;
-        <[u8; 8]>::try_from(eight).ok().map(u64::from_le_bytes)
-    }
-
-    /// How many bytes a mask marks.
-    #[inline(always)]
-    pub fn count(mask: u64) -> u64 {
-        ((mask >> 7).wrapping_mul(ONES)) >> 56
-    }
-
-    /// Bytes equal to `byte`.
-    #[inline(always)]
-    pub fn equal(word: u64, byte: u8) -> u64 {
-        let x = word ^ (ONES * u64::from(byte));
-        !(((x & LOW7) + LOW7) | x | LOW7)
-    }
-
-    /// Bytes below `limit` (at most 0x80).
-    #[inline(always)]
-    pub fn below(word: u64, limit: u8) -> u64 {
-        !(((word & LOW7) + ONES * u64::from(0x80 - limit)) | word) & HIGH
-    }
-
-    /// Bytes of 0x80 and above: not ASCII.
-    #[inline(always)]
-    pub fn high(word: u64) -> u64 {
-        word & HIGH
-    }
-
-    /// Bytes a JSON string cannot hold as they are: controls, `"`, `\`.
-    /// Unlike the others, exact only up to the first of them: bytes after
-    /// it may be marked too. That is all its callers ask (is there one,
-    /// where is the first), and it costs half the instructions.
-    #[inline(always)]
-    pub fn string_stops(word: u64) -> u64 {
-        // One test for two: flipping bit 1 keeps the controls below 0x20
-        // and moves `"` (0x22) to 0x20, while no other byte lands below 0x21.
-        // A subtraction borrows out of a byte only where that byte matches,
-        // so no borrow reaches a byte before the first match.
-        let flipped = word ^ (ONES * 0x02);
-        let slashes = word ^ (ONES * u64::from(b'\\'));
-        (flipped.wrapping_sub(ONES * 0x21) & !flipped | slashes.wrapping_sub(ONES) & !slashes)
-            & HIGH
-    }
-
-    /// The decimal digits `word` starts with (in memory order): how many,
-    /// from 0 to 8, and their value when 1 to 7.
-    #[inline(always)]
-    pub fn digits(word: u64) -> (usize, u64) {
-        let values = word ^ (ONES * u64::from(b'0'));
-        let others = !below(values, 10) & HIGH;
-        let count = match others {
-            0 => 8,
-            _ => first(others),
-        };
-        if count == 0 || count == 8 {
-            return (count, 0);
-        }
-        // The digits moved up, the first one most significant, with zeros
-        // before them; then pairs, fours and the eight are combined.
-        let mut v = values << (8 * (8 - count));
-        v = (v.wrapping_mul(10) + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
-        v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_ffff_0000_ffff;
-        v = (v.wrapping_mul(10_000) + (v >> 32)) & 0x0000_0000_ffff_ffff;
-        (count, v)
-    }
-
-    /// Which byte the lowest match is.
-    #[inline(always)]
-    pub fn first(mask: u64) -> usize {
-        (mask.trailing_zeros() / 8) as usize
-    }
-}
 
 pub struct Scanner<'a> {
     bytes: &'a [u8],
@@ -230,25 +153,25 @@ impl<'a> Scanner<'a> {
     }
 
     /// White space, then the end of the input.
-    pub fn finish(&mut self) -> Result<(), Fault> {
+    pub fn finish(&mut self) -> Result<(), ScanError> {
         self.skip_whitespace();
         match self.peek() {
             None => Ok(()),
-            Some(_) => Err(Fault::Syntax),
+            Some(_) => Err(ScanError::Syntax),
         }
     }
 
     /// Enters the array or object whose opening bracket is next; whether it
     /// has any element (when not, its closing bracket is consumed too).
-    pub fn begin(&mut self) -> Result<bool, Fault> {
+    pub fn begin(&mut self) -> Result<bool, ScanError> {
         let close = match self.bump() {
             Some(b'[') => b']',
             Some(b'{') => b'}',
-            _ => return Err(Fault::Syntax),
+            _ => return Err(ScanError::Syntax),
         };
         self.depth += 1;
         if self.depth > self.max_depth {
-            return Err(Fault::TooDeep);
+            return Err(ScanError::TooDeep);
         }
         self.skip_whitespace();
         if self.eat(close) {
@@ -261,7 +184,7 @@ impl<'a> Scanner<'a> {
     /// After an element of the array or object closed by `close`: whether
     /// another element follows (the comma is consumed) or the end (the
     /// bracket is consumed).
-    pub fn more(&mut self, close: u8) -> Result<bool, Fault> {
+    pub fn more(&mut self, close: u8) -> Result<bool, ScanError> {
         self.skip_whitespace();
         match self.bump() {
             Some(b',') => {
@@ -272,7 +195,7 @@ impl<'a> Scanner<'a> {
                 self.depth -= 1;
                 Ok(false)
             }
-            _ => Err(Fault::Syntax),
+            _ => Err(ScanError::Syntax),
         }
     }
 
@@ -354,23 +277,23 @@ impl<'a> Scanner<'a> {
 
     /// An object key and its colon; the key's bytes, quotes included, and
     /// whether it has escapes.
-    pub fn key(&mut self) -> Result<(&'a [u8], bool), Fault> {
+    pub fn key(&mut self) -> Result<(&'a [u8], bool), ScanError> {
         if self.peek() != Some(b'"') {
-            return Err(Fault::Syntax);
+            return Err(ScanError::Syntax);
         }
         let start = self.pos;
         let (escaped, _) = self.string()?;
         let key = &self.bytes[start..self.pos];
         self.skip_whitespace();
         if !self.eat(b':') {
-            return Err(Fault::Syntax);
+            return Err(ScanError::Syntax);
         }
         self.skip_whitespace();
         Ok((key, escaped))
     }
 
     /// The next value, after any white space.
-    pub fn value(&mut self) -> Result<Scanned, Fault> {
+    pub fn value(&mut self) -> Result<Scanned, ScanError> {
         self.skip_whitespace();
         let start = self.pos;
         let (kind, compact) = match self.peek() {
@@ -381,7 +304,7 @@ impl<'a> Scanner<'a> {
             Some(b'n') => (Kind::Null, self.word(b"null")?),
             Some(b't') => (Kind::Bool, self.word(b"true")?),
             Some(b'f') => (Kind::Bool, self.word(b"false")?),
-            _ => return Err(Fault::Syntax),
+            _ => return Err(ScanError::Syntax),
         };
         Ok(Scanned {
             kind,
@@ -391,16 +314,16 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    fn word(&mut self, word: &[u8]) -> Result<bool, Fault> {
+    fn word(&mut self, word: &[u8]) -> Result<bool, ScanError> {
         if self.bytes[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(true)
         } else {
-            Err(Fault::Syntax)
+            Err(ScanError::Syntax)
         }
     }
 
-    fn array(&mut self) -> Result<bool, Fault> {
+    fn array(&mut self) -> Result<bool, ScanError> {
         let opened_at = self.pos;
         if !self.begin()? {
             return Ok(self.pos == opened_at + 2);
@@ -417,7 +340,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn object(&mut self) -> Result<bool, Fault> {
+    fn object(&mut self) -> Result<bool, ScanError> {
         let opened_at = self.pos;
         if !self.begin()? {
             return Ok(self.pos == opened_at + 2);
@@ -446,7 +369,7 @@ impl<'a> Scanner<'a> {
 
     /// A string, at its opening quote: whether it has escapes, and whether it
     /// is compact.
-    fn string(&mut self) -> Result<(bool, bool), Fault> {
+    fn string(&mut self) -> Result<(bool, bool), ScanError> {
         let bytes = self.bytes;
         let mut escaped = false;
         let mut compact = true;
@@ -472,19 +395,19 @@ impl<'a> Scanner<'a> {
                     pos = self.pos;
                 }
                 // A control character, or the end of the input.
-                _ => return Err(Fault::Syntax),
+                _ => return Err(ScanError::Syntax),
             }
         }
     }
 
     /// An escape after its backslash; whether miniserde writes the same.
-    fn escape(&mut self) -> Result<bool, Fault> {
+    fn escape(&mut self) -> Result<bool, ScanError> {
         match self.bump() {
             Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(true),
             Some(b'/') => Ok(false),
             Some(b'u') => {
                 let digits = self.pos;
-                let lone = Err(Fault::LoneSurrogate { at: digits - 2 });
+                let lone = Err(ScanError::LoneSurrogate { at: digits - 2 });
                 match self.hex4()? {
                     0xDC00..=0xDFFF => lone,
                     // Outside the basic plane: a surrogate pair, which
@@ -493,7 +416,7 @@ impl<'a> Scanner<'a> {
                         match (self.peek(), self.bytes.get(self.pos + 1)) {
                             (Some(b'\\'), Some(b'u')) => self.pos += 2,
                             // The input ends here: not yet lone.
-                            (None, _) | (Some(b'\\'), None) => return Err(Fault::Syntax),
+                            (None, _) | (Some(b'\\'), None) => return Err(ScanError::Syntax),
                             _ => return lone,
                         }
                         match self.hex4()? {
@@ -508,18 +431,18 @@ impl<'a> Scanner<'a> {
                             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))),
                 }
             }
-            _ => Err(Fault::Syntax),
+            _ => Err(ScanError::Syntax),
         }
     }
 
-    fn hex4(&mut self) -> Result<u16, Fault> {
+    fn hex4(&mut self) -> Result<u16, ScanError> {
         let mut code = 0u16;
         for _ in 0..4 {
             let digit = match self.bump() {
                 Some(byte @ b'0'..=b'9') => byte - b'0',
                 Some(byte @ b'a'..=b'f') => byte - b'a' + 10,
                 Some(byte @ b'A'..=b'F') => byte - b'A' + 10,
-                _ => return Err(Fault::Syntax),
+                _ => return Err(ScanError::Syntax),
             };
             code = code * 16 + u16::from(digit);
         }
@@ -528,14 +451,16 @@ impl<'a> Scanner<'a> {
 
     /// A number, at its first character: its class, and whether it is
     /// compact.
-    pub fn number(&mut self) -> Result<(Number, bool), Fault> {
+    pub fn number(&mut self) -> Result<(Number, bool), ScanError> {
         let start = self.pos;
         let negative = self.eat(b'-');
         let mut magnitude = 0u64;
         let mut too_large = false;
         match self.bump() {
             // One leading zero at most.
-            Some(b'0') if matches!(self.peek(), Some(b'0'..=b'9')) => return Err(Fault::Syntax),
+            Some(b'0') if matches!(self.peek(), Some(b'0'..=b'9')) => {
+                return Err(ScanError::Syntax);
+            }
             Some(b'0') => {}
             Some(b'1'..=b'9') => {
                 let digits_start = self.pos - 1;
@@ -556,7 +481,7 @@ impl<'a> Scanner<'a> {
                     }
                 }
             }
-            _ => return Err(Fault::Syntax),
+            _ => return Err(ScanError::Syntax),
         }
         let mut float = too_large;
         if self.eat(b'.') {
@@ -577,7 +502,7 @@ impl<'a> Scanner<'a> {
             let token = std::str::from_utf8(&self.bytes[start..self.pos]);
             return match token.map(json::from_str::<Value>) {
                 Ok(Ok(_)) => Ok((Number::Float, false)),
-                _ => Err(Fault::OutOfRange {
+                _ => Err(ScanError::OutOfRange {
                     start,
                     end: self.pos,
                 }),
@@ -592,13 +517,13 @@ impl<'a> Scanner<'a> {
     }
 
     /// One or more digits.
-    fn digits(&mut self) -> Result<(), Fault> {
+    fn digits(&mut self) -> Result<(), ScanError> {
         let start = self.pos;
         while let Some(b'0'..=b'9') = self.peek() {
             self.pos += 1;
         }
         if self.pos == start {
-            return Err(Fault::Syntax);
+            return Err(ScanError::Syntax);
         }
         Ok(())
     }
@@ -636,7 +561,7 @@ pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
 }
 
 /// The whole of `bytes` as one JSON value.
-pub fn scan_document(bytes: &[u8], max_depth: usize) -> Result<Scanned, Fault> {
+pub fn scan_document(bytes: &[u8], max_depth: usize) -> Result<Scanned, ScanError> {
     let mut scanner = Scanner::new(bytes, max_depth);
     let value = scanner.value()?;
     scanner.finish()?;
@@ -647,7 +572,7 @@ pub fn scan_document(bytes: &[u8], max_depth: usize) -> Result<Scanned, Fault> {
 mod tests {
     use super::*;
 
-    fn scan(text: &str) -> Result<Scanned, Fault> {
+    fn scan(text: &str) -> Result<Scanned, ScanError> {
         scan_document(text.as_bytes(), 128)
     }
 
@@ -656,22 +581,6 @@ mod tests {
         json::from_str::<Value>(text)
             .ok()
             .map(|value| json::to_string(&value))
-    }
-
-    #[test]
-    fn leading_digits_are_counted_and_read_eight_bytes_at_a_time() {
-        let numbers = [0u64, 7, 10, 99, 12_345, 1_000_000, 9_999_999, 12_345_678];
-        for n in numbers {
-            for tail in ["", ",", "\"", "]", "x", "/", ":", "\u{80}"] {
-                let text = format!("{n}{tail}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}");
-                let word = swar::word(text.as_bytes(), 0).unwrap();
-                let count = n.to_string().len().min(8);
-                let value = if count < 8 { n } else { 0 };
-                assert_eq!(swar::digits(word), (count, value), "{text:?}");
-            }
-        }
-        let word = swar::word(b"x1234567", 0).unwrap();
-        assert_eq!(swar::digits(word).0, 0);
     }
 
     #[test]
@@ -804,43 +713,9 @@ mod tests {
         let at_limit = format!("{}{}", "[".repeat(128), "]".repeat(128));
         assert!(scan(&at_limit).is_ok());
         let over = format!("{}{}", "[".repeat(129), "]".repeat(129));
-        assert_eq!(scan(&over), Err(Fault::TooDeep));
+        assert_eq!(scan(&over), Err(ScanError::TooDeep));
         assert!(nesting_exceeds(over.as_bytes(), 128));
         assert!(!nesting_exceeds(at_limit.as_bytes(), 128));
-    }
-
-    #[test]
-    fn string_stops_are_exactly_controls_quotes_and_backslashes() {
-        for byte in 0..=255u8 {
-            let word = u64::from_le_bytes([b'a', byte, b'a', b'a', b'a', b'a', b'a', byte]);
-            let expected = byte < 0x20 || byte == b'"' || byte == b'\\';
-            let stops = swar::string_stops(word);
-            assert_eq!(stops != 0, expected, "{byte:#x}");
-            if expected {
-                assert_eq!(swar::first(stops), 1, "{byte:#x}");
-            }
-        }
-    }
-
-    #[test]
-    fn string_stops_find_the_first_stop_of_any_word() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let interesting = [0x00, 0x01, 0x0a, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c];
-        for _ in 0..200_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            // Mostly the bytes around the stops, so that stops meet.
-            let bytes = state.to_le_bytes().map(|b| match b % 3 {
-                0 => b,
-                _ => interesting[usize::from(b >> 4) % interesting.len()],
-            });
-            let first = bytes
-                .iter()
-                .position(|&b| b < 0x20 || b == b'"' || b == b'\\');
-            let stops = swar::string_stops(u64::from_le_bytes(bytes));
-            assert_eq!((stops != 0).then(|| swar::first(stops)), first, "{bytes:?}");
-        }
     }
 
     #[test]
@@ -852,7 +727,13 @@ mod tests {
         assert_eq!(class("-9223372036854775809"), Ok(Number::Float));
         assert_eq!(class("18446744073709551616"), Ok(Number::Float));
         assert_eq!(class("1e0"), Ok(Number::Float));
-        assert_eq!(class("1e400"), Err(Fault::OutOfRange { start: 0, end: 5 }));
-        assert_eq!(class("-1e400"), Err(Fault::OutOfRange { start: 0, end: 6 }));
+        assert_eq!(
+            class("1e400"),
+            Err(ScanError::OutOfRange { start: 0, end: 5 })
+        );
+        assert_eq!(
+            class("-1e400"),
+            Err(ScanError::OutOfRange { start: 0, end: 6 })
+        );
     }
 }
