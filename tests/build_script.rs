@@ -2,10 +2,9 @@
 //! Needs no engine: a stand-in `docker` that never answers is put first on
 //! PATH.
 
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
+use common::docker::*;
 use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

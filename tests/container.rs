@@ -8,12 +8,10 @@
 //! Without an engine they skip with one loud line, except with CI=true,
 //! where they fail.
 
-#[path = "common/dns.rs"]
-mod dns;
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
+use common::dns;
+use common::docker::*;
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -6,14 +6,12 @@
 //! them; required under CI=true).
 
 mod common;
-#[path = "common/dns.rs"]
-mod dns;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dns::{Broken, BrokenUpstream, Dnsmasq};
+use common::dns::{self, Broken, BrokenUpstream, Dnsmasq};
 
 /// Where the first search domain puts the service.
 const FULL_NAME: &str = "echo-service.abc123.svc.spcs.internal";

@@ -8,14 +8,10 @@
 //! table, and every `snow` and `scripts/execute-job` command of README's
 //! deploy section.
 
-#[path = "common/mod.rs"]
 mod common;
-#[path = "common/snowflake.rs"]
-mod snowflake;
-#[path = "common/spcs.rs"]
-mod spcs;
 
-use spcs::*;
+use common::snowflake;
+use common::spcs::*;
 use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -6,12 +6,10 @@
 //! (tests/common/snowflake.rs). Every login goes to a temporary
 //! DOCKER_CONFIG (REGISTRY_AUTH_FILE for podman): the machine's stays as it is.
 
-#[path = "common/docker.rs"]
-mod docker;
-#[path = "common/snowflake.rs"]
-mod snowflake;
+mod common;
 
-use docker::*;
+use common::docker::*;
+use common::snowflake;
 use miniserde::json::{self, Value};
 use std::env;
 use std::fs;

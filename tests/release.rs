@@ -15,10 +15,9 @@
 //! answers, so it builds binaries only); needs binutils' nm and readelf.
 //! Each build is a release build (the tiny ones compile std): minutes, once.
 
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
+use common::docker::*;
 use std::collections::BTreeSet;
 use std::env;
 use std::fs;

@@ -3,10 +3,9 @@
 //! name rules, fits the smallest instance family (CPU_X64_XS), and publishes
 //! its logs to the event table.
 
-#[path = "common/spcs.rs"]
-mod spcs;
+mod common;
 
-use spcs::*;
+use common::spcs::*;
 use std::fs;
 use std::path::PathBuf;
 

@@ -6,10 +6,9 @@
 //! exists under target/tiny; both binaries are (re)built by scripts/build.
 //! Needs no container engine.
 
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
+use common::docker::*;
 use std::env;
 use std::fs;
 use std::path::Path;

@@ -3,11 +3,8 @@
 //! once need distinct addresses), an SPCS-like resolv.conf naming it, and
 //! upstream servers that fail on purpose.
 //!
-//! Included with `#[path = "common/dns.rs"] mod dns;` so that it does not
-//! depend on `tests/common/mod.rs`. Every dnsmasq started here is killed when
-//! its `Dnsmasq` drops, on success and on panic, and by the kernel if the
-//! test process dies first.
-#![allow(dead_code)]
+//! Every dnsmasq started here is killed when its `Dnsmasq` drops, on success
+//! and on panic, and by the kernel if the test process dies first.
 
 use std::fs;
 use std::net::{Ipv4Addr, UdpSocket};

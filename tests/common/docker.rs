@@ -1,13 +1,9 @@
 //! Helpers for the tests that drive a container engine (docker, or podman
 //! with `CONTAINER_ENGINE=podman`) and the scripts around the image.
 //!
-//! Included with `#[path = "common/docker.rs"] mod docker;` so that it does
-//! not depend on `tests/common/mod.rs`.
-//!
 //! Network rule: everything here talks to 127.0.0.1 only, and containers run
 //! with `--network host` (names mapped with `--add-host`); no bridge, no
 //! private-range address.
-#![allow(dead_code)]
 
 use std::env;
 use std::fs;

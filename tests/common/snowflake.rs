@@ -2,9 +2,6 @@
 //! target/snow-venv at the versions in tests/snowflake-cli-requirements.txt)
 //! against a fake Snowflake account on 127.0.0.1 (tests/peers/fake_snowflake.py),
 //! which records every SQL text it receives.
-//!
-//! Included with `#[path = "common/snowflake.rs"] mod snowflake;`.
-#![allow(dead_code)]
 
 use miniserde::json::{self, Value};
 use std::env;

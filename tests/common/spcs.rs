@@ -3,9 +3,6 @@
 //! YAML is parsed by Python's PyYAML (`yaml.safe_load`) and handed over as
 //! JSON, so the crate needs no YAML dependency. The checks follow Snowflake's
 //! service specification reference.
-//!
-//! Included with `#[path = "common/spcs.rs"] mod spcs;`.
-#![allow(dead_code)]
 
 use miniserde::json::{self, Number, Value};
 use std::env;
