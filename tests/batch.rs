@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
 /// An echo server that answers each batch's rows in reverse order, after a

@@ -7,6 +7,8 @@ mod common;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
 fn bob() -> Server {

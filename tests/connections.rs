@@ -8,6 +8,8 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
 fn write_rows(dir: &Path, rows: &[String]) -> String {

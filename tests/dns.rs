@@ -10,8 +10,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
 use common::dns::{self, Broken, BrokenUpstream, Dnsmasq};
+use common::http::*;
+use common::job::*;
+use common::*;
 
 /// Where the first search domain puts the service.
 const FULL_NAME: &str = "echo-service.abc123.svc.spcs.internal";

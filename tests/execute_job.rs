@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::http::{Reply, echo, serve};
+use common::job::job;
 use common::snowflake;
 use common::spcs::*;
 use std::env;
@@ -735,7 +737,7 @@ fn real_snow_sends_an_ampersand_url_intact_and_runs_the_same_job_twice() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let url = format!("http://{}/echo?a=1&b=2", echo.addr);
     let vars = [("SERVICE_URL", url.as_str())];
 
@@ -785,7 +787,7 @@ fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let failing = common::serve(|_, _| common::Reply::json(500, "no echo today"));
+    let failing = serve(|_, _| Reply::json(500, "no echo today"));
     let out = real_execute_job(
         &fake,
         &[("SERVICE_URL", &failing.url())],
@@ -831,7 +833,7 @@ fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
         stderr(&out)
     );
 
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -848,8 +850,7 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
     };
     // Never answers: the job retries timeouts for RETRY_DEADLINE (60 s), so
     // it is RUNNING through the whole test.
-    let silent =
-        common::serve(|_, _| common::Reply::json(200, "{}").after(Duration::from_secs(300)));
+    let silent = serve(|_, _| Reply::json(200, "{}").after(Duration::from_secs(300)));
     let connection = [("SNOW_CONNECTION", "tutorial")];
     let out = real_execute_job(
         &fake,
@@ -903,7 +904,7 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
     // Running: refused in one line that names the way out; nothing sent
     // after the check.
     fake.clear();
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -930,7 +931,7 @@ fn real_snow_a_bare_stage_is_qualified_and_the_spec_uploaded() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     // The default connection has no database or schema: an unqualified
     // stage would resolve nowhere, as each snow call is a new session.
     let bare = fake
@@ -983,7 +984,7 @@ fn real_snow_with_the_node_log_gone_the_log_comes_from_the_event_table() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let url = echo.url();
     // The node log empty, then unreadable. The second run has the first
     // one's name, and the event table still holds the first one's lines:
@@ -1043,7 +1044,7 @@ fn real_snow_logs_reads_every_replica_of_an_earlier_job() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     // Ten rows: 4, 3 and 3 for the three replicas.
     let stage = fake.stage("tutorial_db.data_schema.tutorial_stage");
     fs::create_dir_all(&stage).unwrap();
@@ -1124,7 +1125,7 @@ fn real_snow_without_an_event_table_one_line_says_how_to_set_one() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let unset = real_snow_sql(&fake, "ALTER ACCOUNT UNSET EVENT_TABLE");
     assert!(unset.status.success(), "{}", stderr(&unset));
     fake.set_reclaimed_nodes(r#"{"0": "empty"}"#);
@@ -1201,7 +1202,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let commands = readme_deploy_commands();
     assert!(commands.len() >= 7, "{commands:?}");
     assert!(
@@ -1297,7 +1298,7 @@ fn real_snow_an_unqualified_job_name_reruns_in_the_connections_schema() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let vars = [
         ("SERVICE_URL", echo.url()),
         ("SNOW_CONNECTION", "tutorial".to_string()),
@@ -1339,7 +1340,7 @@ fn real_snow_a_run_connects_to_loopback_only() {
         common::skip_unless_ci("strace (apt-get install strace)");
         return;
     }
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let trace = snowflake::Scratch::new("strace");
     let log = trace.0.join("connect.log");
     let out = fake
@@ -1376,7 +1377,7 @@ fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve(|r, _| echo("Bob", r));
     let dir = snowflake::Scratch::new("execute-job");
     let spec = dir.0.join("templated.yaml");
     fs::write(
@@ -1423,8 +1424,8 @@ fn real_snow_a_compressed_unload_is_refused_by_the_job_naming_the_fix() {
     let unloaded = fake
         .stage("tutorial_db.data_schema.tutorial_stage")
         .join("input.jsonl");
-    let echo = common::serve(|r, _| common::echo("Bob", r));
-    let job = common::job(&echo.url())
+    let echo = serve(|r, _| echo("Bob", r));
+    let job = job(&echo.url())
         .env("INPUT_FILE", &unloaded)
         .env("INPUT_FORMAT", "jsonl")
         .run();

@@ -15,7 +15,8 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use common::http::*;
+use common::job::*;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_DEADLINE: Duration = Duration::from_secs(1);

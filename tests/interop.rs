@@ -9,6 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use common::job::*;
 use common::*;
 
 struct FlaskPeer {

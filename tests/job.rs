@@ -7,6 +7,8 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
 fn bob() -> Server {

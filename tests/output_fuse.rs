@@ -11,6 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
 /// A bindfs mount, unmounted on drop.

@@ -17,6 +17,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
 const TOKEN: &str = "ver:1-hint:4242-ETMsDgAAAZSECRETTOKENCONTENTS0000";
