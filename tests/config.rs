@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::http::*;
@@ -276,15 +276,8 @@ fn a_password_in_the_url_is_never_logged_on_any_path() {
 
 #[test]
 fn an_ipv6_literal_works() {
-    let listener = match TcpListener::bind("[::1]:0") {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!(
-                "\n*** SKIPPED an_ipv6_literal_works: cannot bind [::1] ({error}); \
-                 this machine has no IPv6 loopback ***\n"
-            );
-            return;
-        }
+    let Some(listener) = ipv6_loopback() else {
+        return;
     };
     let server = serve_on(listener, |request, _| echo("Bob", request));
     let url = server.url();

@@ -19,8 +19,7 @@ use common::*;
 const FULL_NAME: &str = "echo-service.abc123.svc.spcs.internal";
 
 fn dnsmasq(extra: &[String]) -> Option<Dnsmasq> {
-    if let Some(missing) = dns::unavailable() {
-        skip_unless_ci(&missing);
+    if !dns::available() {
         return None;
     }
     Some(Dnsmasq::start(&temp_dir("dns"), extra))
@@ -188,12 +187,8 @@ fn a_service_that_appears_in_dns_later_is_retried_then_reached() {
 /// any family, and connects to [::1].
 #[test]
 fn an_ipv6_only_name_is_found_after_the_a_lookup() {
-    let listener = match std::net::TcpListener::bind("[::1]:0") {
-        Ok(listener) => listener,
-        Err(error) => {
-            skip_unless_ci(&format!("[::1] ({error})"));
-            return;
-        }
+    let Some(listener) = ipv6_loopback() else {
+        return;
     };
     let server = serve_on(listener, |request, _| echo("Bob", request));
     let Some(dns) = dnsmasq(&[format!("--host-record={FULL_NAME},::1")]) else {
@@ -236,8 +231,7 @@ fn ip_literals_ask_no_dns() {
 /// job at RETRY_DEADLINE, naming DNS.
 #[test]
 fn request_timeout_and_retry_deadline_bound_a_lookup_that_hangs() {
-    if let Some(missing) = dns::unavailable() {
-        skip_unless_ci(&missing);
+    if !dns::available() {
         return;
     }
     let silent = BrokenUpstream::start(Broken::Silent);

@@ -14,6 +14,7 @@ use common::http::{Reply, echo, serve};
 use common::job::job;
 use common::snowflake;
 use common::spcs::*;
+use common::{loud, skip_unless_ci, succeeds};
 use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -1330,14 +1331,8 @@ fn real_snow_a_run_connects_to_loopback_only() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let have_strace = Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_strace {
-        common::skip_unless_ci("strace (apt-get install strace)");
+    if !succeeds("strace", &["-V"]) {
+        skip_unless_ci("strace (apt-get install strace)");
         return;
     }
     let echo = serve(|r, _| echo("Bob", r));

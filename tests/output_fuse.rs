@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::http::*;
 use common::job::*;
@@ -20,13 +20,7 @@ struct Mount(PathBuf);
 
 impl Mount {
     fn new(backing: &Path, mount_point: &Path) -> Option<Mount> {
-        let have_bindfs = Command::new("bindfs")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !have_bindfs {
+        if !succeeds("bindfs", &["--version"]) {
             skip_unless_ci("bindfs (apt-get install bindfs)");
             return None;
         }

@@ -10,6 +10,7 @@ mod common;
 
 use common::docker::*;
 use common::snowflake;
+use common::{skip_unless_ci, succeeds};
 use miniserde::json::{self, Value};
 use std::env;
 use std::fs;
@@ -32,21 +33,8 @@ impl Registry {
     /// Starts docker-registry on 127.0.0.1:5000, or on a free loopback port
     /// when 5000 is taken. None (test skipped) when it is not installed.
     fn start() -> Option<Registry> {
-        let available = Command::new("docker-registry")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !available {
-            if in_ci() {
-                panic!(
-                    "CI=true but docker-registry is not installed (apt-get install docker-registry)"
-                );
-            }
-            loud(
-                "!!!!! SKIPPED: the push test needs Debian's docker-registry (apt-get install docker-registry) !!!!!",
-            );
+        if !succeeds("docker-registry", &["--version"]) {
+            skip_unless_ci("Debian's docker-registry (apt-get install docker-registry)");
             return None;
         }
         let port = match TcpListener::bind("127.0.0.1:5000") {
@@ -675,18 +663,8 @@ fn stored_token(dir: &Path, host: &str) -> String {
 /// Needs podman (apt-get install podman; .ci/run installs it).
 #[test]
 fn push_with_podman_and_the_real_snow_never_calls_docker() {
-    let podman_answers = Command::new("podman")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !podman_answers {
-        assert!(
-            !in_ci(),
-            "CI=true but podman is missing (apt-get install podman)"
-        );
-        loud("!!!!! SKIPPED: the podman push test needs podman (apt-get install podman) !!!!!");
+    if !succeeds("podman", &["info"]) {
+        skip_unless_ci("podman (apt-get install podman)");
         return;
     }
     let Some(snow_bin) = snowflake::real_snow_bin() else {

@@ -18,6 +18,7 @@
 mod common;
 
 use common::docker::*;
+use common::loud;
 use std::collections::BTreeSet;
 use std::env;
 use std::fs;

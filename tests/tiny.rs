@@ -9,6 +9,7 @@
 mod common;
 
 use common::docker::*;
+use common::loud;
 use std::env;
 use std::fs;
 use std::path::Path;

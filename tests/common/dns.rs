@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::{skip_unless_ci, succeeds};
+
 /// The search domains of an SPCS job's resolv.conf.
 pub const SEARCH: [&str; 3] = [
     "abc123.svc.spcs.internal",
@@ -23,19 +25,25 @@ pub const SEARCH: [&str; 3] = [
     "spcs.internal",
 ];
 
-/// Why these tests cannot run here, if they cannot: dnsmasq needs root for
-/// port 53, and the job's private resolv.conf needs `unshare -m`.
-pub fn unavailable() -> Option<String> {
+/// Whether dnsmasq can serve here; when not, after `skip_unless_ci`.
+pub fn available() -> bool {
+    match missing() {
+        Some(what) => {
+            skip_unless_ci(&what);
+            false
+        }
+        None => true,
+    }
+}
+
+/// What these tests lack here, if anything: dnsmasq needs root for port 53,
+/// and the job's private resolv.conf needs `unshare -m`.
+fn missing() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("root (dnsmasq on port 53, unshare -m)".to_owned());
     }
-    let version = Command::new("dnsmasq")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !version.is_ok_and(|s| s.success()) {
+    if !succeeds("dnsmasq", &["--version"]) {
         return Some("dnsmasq (Debian's dnsmasq-base)".to_owned());
     }
     None

@@ -16,12 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Writes one line straight to the process's stderr: the test harness
-/// captures `eprintln!`, and a skip must be seen even when tests pass.
-pub fn loud(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
+use super::{skip_unless_ci, succeeds};
 
 pub const IMAGE: &str = "service_to_service:latest";
 pub const TINY_IMAGE: &str = "service_to_service:tiny";
@@ -38,47 +33,18 @@ pub fn engine() -> String {
         .unwrap_or_else(|| "docker".to_string())
 }
 
-/// True when running under CI (`CI=true`), where container tests must run.
-pub fn in_ci() -> bool {
-    matches!(env::var("CI").as_deref(), Ok("true") | Ok("1"))
-}
-
-fn engine_answers(engine: &str) -> bool {
-    Command::new(engine)
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// The engine to use, or `None` when the test should skip.
-///
-/// Under CI a missing engine fails the test; elsewhere it skips, after one
-/// loud line on stderr (once per test binary).
+/// The engine to use, or `None` after `skip_unless_ci` when it does not
+/// answer. Asked once per test binary.
 pub fn require_engine() -> Option<String> {
     static ANSWERS: OnceLock<bool> = OnceLock::new();
     let engine = engine();
-    let answers = *ANSWERS.get_or_init(|| {
-        let answers = engine_answers(&engine);
-        if !answers && !in_ci() {
-            loud(&format!(
-                "!!!!! SKIPPED: container tests need a container engine, and '{engine} info' got no answer \
-                 (start one as .ci/run does; with CI=true this is a failure) !!!!!"
-            ));
-        }
-        answers
-    });
-    if answers {
-        Some(engine)
-    } else if in_ci() {
-        panic!(
-            "CI=true but no container engine answers ('{engine} info' failed); container tests must run in CI"
-        );
-    } else {
-        None
+    if *ANSWERS.get_or_init(|| succeeds(&engine, &["info"])) {
+        return Some(engine);
     }
+    skip_unless_ci(&format!(
+        "a container engine ('{engine} info' got no answer; start one as .ci/run does)"
+    ));
+    None
 }
 
 /// Runs `cmd`, failing the test if it takes longer than `limit`.
@@ -205,13 +171,7 @@ pub fn tiny_build() -> &'static Build {
 pub fn tiny_wanted(engine: &str) -> bool {
     match env::var("TINY_IMAGE") {
         Ok(v) if !v.is_empty() => v != "0",
-        _ => Command::new(engine)
-            .args(["image", "inspect", TINY_IMAGE])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false),
+        _ => succeeds(engine, &["image", "inspect", TINY_IMAGE]),
     }
 }
 

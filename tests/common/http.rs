@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use miniserde::json::{self, Number, Value};
 
+use super::skip_unless_ci;
+
 /// A request as a test server saw it.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -275,6 +277,18 @@ pub fn unanswered_address() -> (SocketAddr, Vec<TcpStream>, std::os::fd::OwnedFd
         }
     }
     (addr, fillers, listener)
+}
+
+/// A listener on [::1], the IPv6 loopback; None, after `skip_unless_ci`,
+/// where the machine has none.
+pub fn ipv6_loopback() -> Option<TcpListener> {
+    match TcpListener::bind("[::1]:0") {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            skip_unless_ci(&format!("an IPv6 loopback, [::1] ({error})"));
+            None
+        }
+    }
 }
 
 /// A loopback port with nothing listening on it (bound, then released).

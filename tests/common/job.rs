@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::skip_unless_ci;
+use super::{skip_unless_ci, succeeds};
 
 /// The binary the suites drive: the one `S2S_BINARY` names, so that
 /// `scripts/test` can run them again against the release and tiny builds
@@ -360,8 +360,5 @@ fn trace_to_exit(pid: libc::pid_t) -> Option<u64> {
 
 /// Whether a private mount namespace can be made (`unshare -m`, as root).
 pub fn can_unshare_mounts() -> bool {
-    Command::new("unshare")
-        .args(["-m", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
+    succeeds("unshare", &["-m", "true"])
 }

@@ -15,7 +15,12 @@ pub mod job;
 pub mod snowflake;
 pub mod spcs;
 
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory under the target directory, removed by nobody: tests
@@ -43,14 +48,45 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Skips a test that needs something this machine lacks: fails under
-/// `CI=true`, where everything must be there, and otherwise says so in one
-/// line that the test harness does not capture.
+/// Whether this is CI (`CI=true`, or `CI=1`), where every test must run.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
+}
+
+/// Writes one line straight to the process's stderr: the test harness
+/// captures `eprintln!`, and a skip must be seen even when tests pass.
+pub fn loud(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Skips a test that needs `what`, which this machine lacks: under CI, where
+/// everything must be there, the test fails instead. Otherwise one loud line
+/// says so, once per test binary for each `what`, however many tests skip.
 pub fn skip_unless_ci(what: &str) {
-    use std::io::Write;
     assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} is required under CI=true"
+        !in_ci(),
+        "CI=true, and this test needs {what}, which is missing"
     );
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {what} is not available here");
+    static SAID: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = SAID
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(what.to_owned());
+    if first {
+        loud(&format!(
+            "!!!!! SKIPPED: tests that need {what}, missing here (with CI=true this fails) !!!!!"
+        ));
+    }
+}
+
+/// Whether `program args` runs and exits 0, its output discarded: the probe
+/// for a tool that a test needs.
+pub fn succeeds(program: impl AsRef<OsStr>, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -6,43 +6,31 @@
 use miniserde::json::{self, Value};
 use std::env;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{skip_unless_ci, succeeds};
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The directory holding the real `snow`: $S2S_SNOW_BIN, else
-/// target/snow-venv/bin. None, after one loud line, when it is missing;
-/// under CI=true a missing CLI fails the test instead.
+/// target/snow-venv/bin. None, after `skip_unless_ci`, when it is missing.
 pub fn real_snow_bin() -> Option<PathBuf> {
     let dir = env::var_os("S2S_SNOW_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/snow-venv/bin"));
-    let works = Command::new(dir.join("snow"))
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
+    if succeeds(dir.join("snow"), &["--version"]) {
         return Some(dir);
     }
-    assert!(
-        !matches!(env::var("CI").as_deref(), Ok("true") | Ok("1")),
-        "CI=true but the real Snowflake CLI is not at {} (scripts/test installs it)",
+    skip_unless_ci(&format!(
+        "the real Snowflake CLI at {} (scripts/test installs it)",
         dir.display()
-    );
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "!!!!! SKIPPED: the real Snowflake CLI is not at {}; scripts/test installs it !!!!!",
-        dir.display()
-    );
+    ));
     None
 }
 
