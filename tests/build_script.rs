@@ -5,6 +5,7 @@
 mod common;
 
 use common::docker::*;
+use common::*;
 use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -30,7 +31,7 @@ fn build_script(path_prefix: &std::path::Path, vars: &[(&str, &str)], args: &[&s
 fn silent_engine() -> TempDir {
     let dir = TempDir::new("no-engine");
     for engine in ["docker", "podman"] {
-        let path = dir.path().join(engine);
+        let path = dir.join(engine);
         fs::write(
             &path,
             "#!/bin/sh\necho \"engine stand-in: $*\" >&2\nexit 1\n",
@@ -45,7 +46,7 @@ fn silent_engine() -> TempDir {
 fn without_an_engine_it_builds_the_binary_and_says_so_in_one_line() {
     let dir = silent_engine();
     for engine in ["docker", "podman"] {
-        let out = build_script(dir.path(), &[("CONTAINER_ENGINE", engine)], &[]);
+        let out = build_script(&dir, &[("CONTAINER_ENGINE", engine)], &[]);
         assert_success("scripts/build without an engine", &out);
         let stdout = text(&out.stdout);
         let binary = repo_root().join(format!("target/{MUSL}/release/service-to-service"));
@@ -87,7 +88,7 @@ fn bad_arguments_fail_in_one_line() {
             "SOURCE_DATE_EPOCH must be a whole number",
         ),
     ] {
-        let out = build_script(dir.path(), &vars, &args);
+        let out = build_script(&dir, &vars, &args);
         assert!(!out.status.success(), "{args:?} {vars:?}");
         let stderr = text(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -99,7 +100,7 @@ fn bad_arguments_fail_in_one_line() {
 #[test]
 fn help_describes_the_tiny_build_and_the_engine_choice() {
     let dir = silent_engine();
-    let out = build_script(dir.path(), &[], &["--help"]);
+    let out = build_script(&dir, &[], &["--help"]);
     assert_success("scripts/build --help", &out);
     let help = text(&out.stdout);
     for word in [

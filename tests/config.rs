@@ -355,7 +355,7 @@ fn the_largest_echo_text_linux_allows_round_trips() {
 fn one_mib_of_text_round_trips_as_an_input_line() {
     let server = bob();
     let text = mixed_text(1 << 20);
-    let dir = temp_dir("one-mib");
+    let dir = TempDir::new("one-mib");
     let input = dir.join("input.txt");
     std::fs::write(&input, format!("{text}\n")).expect("write input");
     let (outcome, peak_kib) = job(&server.url()).env("INPUT_FILE", &input).run_with_rss();
@@ -370,5 +370,4 @@ fn one_mib_of_text_round_trips_as_an_input_line() {
     );
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
     eprintln!("observed: 1 MiB input line: exit 0, peak RSS {peak_kib} KiB");
-    let _ = std::fs::remove_dir_all(&dir);
 }

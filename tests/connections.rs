@@ -31,7 +31,7 @@ fn expected_output(rows: &[String]) -> String {
 #[test]
 fn a_request_many_times_the_send_buffer_arrives_whole() {
     let server = serve(|request, _| echo("Bob", request));
-    let dir = temp_dir("large-request");
+    let dir = TempDir::new("large-request");
     // 300 rows of 1,000 characters: one request of about 300 KB, 19 times
     // the 16 KiB send buffer, with quotes and non-ASCII to escape.
     let rows: Vec<String> = (0..300)
@@ -58,7 +58,7 @@ fn a_request_many_times_the_send_buffer_arrives_whole() {
 #[test]
 fn bodies_around_the_send_buffer_size_arrive_whole_over_one_connection() {
     let server = serve(|request, _| echo("Bob", request));
-    let dir = temp_dir("buffer-edges");
+    let dir = TempDir::new("buffer-edges");
     // One batch per body size, from a few bytes under half the 16 KiB
     // buffer (where a request is held back whole) to a few over all of it.
     let mut rows = Vec::new();
@@ -101,7 +101,7 @@ fn a_peer_that_closes_after_each_reply_gets_every_row_once() {
             let _ = std::io::Write::write_all(&mut &stream, reply.as_bytes());
         }
     });
-    let dir = temp_dir("closing-peer");
+    let dir = TempDir::new("closing-peer");
     let rows: Vec<String> = (0..50).map(|i| format!("row {i}")).collect();
     let input = write_rows(&dir, &rows);
     let output = dir.join("out.jsonl");
@@ -156,7 +156,7 @@ fn echo_reply(request: &Request, extra_headers: &str) -> Vec<u8> {
 /// `rows` one-row requests over one kept-alive connection at a time, with
 /// no retries allowed.
 fn one_row_requests(url: &str, rows: usize, name: &str) -> (Outcome, String) {
-    let dir = temp_dir(name);
+    let dir = TempDir::new(name);
     let texts: Vec<String> = (0..rows).map(|i| format!("row {i}")).collect();
     let input = write_rows(&dir, &texts);
     let output = dir.join("out.jsonl");
@@ -309,7 +309,7 @@ fn memory_follows_the_bytes_received_not_the_length_declared() {
             }
         }
     });
-    let dir = temp_dir("declared-10-mib");
+    let dir = TempDir::new("declared-10-mib");
     let texts: Vec<String> = (0..256).map(|i| format!("row {i}")).collect();
     let input = write_rows(&dir, &texts);
     let (outcome, peak_kib) = job(&format!("http://{addr}/echo"))

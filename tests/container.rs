@@ -12,6 +12,7 @@ mod common;
 
 use common::dns;
 use common::docker::*;
+use common::*;
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -135,8 +136,7 @@ fn job_container_finds_the_service_through_spcs_search_domains() {
         return;
     }
     let name = "echo-service.abc123.svc.spcs.internal";
-    let dir = TempDir::new("dns");
-    let dns = dns::Dnsmasq::start(dir.path(), &[format!("--address=/{name}/127.0.0.1")]);
+    let dns = dns::Dnsmasq::start(&[format!("--address=/{name}/127.0.0.1")]);
     let echo = EchoService::start(0, "Bob");
     let url = format!("http://echo-service:{}/echo", echo.addr.port());
     // Docker writes --dns as given, even a loopback address, with the host
@@ -328,20 +328,20 @@ fn image_is_one_layer_one_file_non_root_amd64() {
 
         // Its one layer holds exactly one file, the binary itself, 0755.
         let dir = TempDir::new("save");
-        let archive = dir.path().join("image.tar");
+        let archive = dir.join("image.tar");
         engine_ok(&engine, &["save", "-o", archive.to_str().unwrap(), tag]);
         let untar = Command::new("tar")
             .arg("-xf")
             .arg(&archive)
             .arg("-C")
-            .arg(dir.path())
+            .arg(&dir)
             .status()
             .unwrap();
         assert!(untar.success());
-        let manifest = fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+        let manifest = fs::read_to_string(dir.join("manifest.json")).unwrap();
         let layers = manifest_layers(&manifest);
         assert_eq!(layers.len(), 1, "{tag}: {manifest}");
-        let layer = dir.path().join(&layers[0]);
+        let layer = dir.join(&layers[0]);
         let list = Command::new("tar")
             .arg("-tvf")
             .arg(&layer)
@@ -378,7 +378,7 @@ fn image_is_one_layer_one_file_non_root_amd64() {
             &engine,
             &["create", "--network", "host", "--name", &name, tag],
         );
-        let exported = dir.path().join("export.tar");
+        let exported = dir.join("export.tar");
         engine_ok(
             &engine,
             &["export", "-o", exported.to_str().unwrap(), &name],

@@ -22,7 +22,7 @@ fn dnsmasq(extra: &[String]) -> Option<Dnsmasq> {
     if !dns::available() {
         return None;
     }
-    Some(Dnsmasq::start(&temp_dir("dns"), extra))
+    Some(Dnsmasq::start(extra))
 }
 
 /// The job with `dns`'s resolv.conf, sending to `echo-service` on `server`'s port.
@@ -150,7 +150,7 @@ fn a_name_that_exists_nowhere_exits_69_after_the_deadline_naming_dns() {
 
 #[test]
 fn a_service_that_appears_in_dns_later_is_retried_then_reached() {
-    let dir = temp_dir("dns-later");
+    let dir = TempDir::new("dns-later");
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "").expect("write hosts");
     let Some(dns) = dnsmasq(&[format!("--addn-hosts={}", hosts.display())]) else {
@@ -235,7 +235,8 @@ fn request_timeout_and_retry_deadline_bound_a_lookup_that_hangs() {
         return;
     }
     let silent = BrokenUpstream::start(Broken::Silent);
-    let resolv = temp_dir("dns-hang").join("resolv.conf");
+    let dir = TempDir::new("dns-hang");
+    let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,
         format!(

@@ -14,7 +14,7 @@ use common::http::{Reply, echo, serve};
 use common::job::job;
 use common::snowflake;
 use common::spcs::*;
-use common::{loud, skip_unless_ci, succeeds};
+use common::*;
 use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -201,22 +201,22 @@ SHOW PARAMETERS LIKE 'EVENT_TABLE' IN ACCOUNT;
 
 #[test]
 fn dry_run_prints_the_tutorial_sql() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[], &["--dry-run"]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[], &["--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
         format!("{CHECK_SQL}{DEFAULT_SQL}\n{}", after_sql(1))
     );
-    assert!(calls(&dir.0).is_empty(), "--dry-run called snow");
+    assert!(calls(&dir).is_empty(), "--dry-run called snow");
 }
 
 #[test]
 fn dry_run_of_logs_prints_only_what_reads_them() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[], &["--logs", "--dry-run"]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[], &["--logs", "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // The instances are the ones Snowflake lists, so the node log's
     // statement is shown for each.
@@ -228,14 +228,14 @@ fn dry_run_of_logs_prints_only_what_reads_them() {
         1,
     );
     assert_eq!(stdout(&out), expected);
-    assert!(calls(&dir.0).is_empty(), "--dry-run called snow");
+    assert!(calls(&dir).is_empty(), "--dry-run called snow");
 }
 
 #[test]
 fn dry_run_with_the_batch_spec_and_four_replicas() {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let out = execute_job(
-        &dir.0,
+        &dir,
         &[(
             "IMAGE",
             "/tutorial_db/data_schema/tutorial_repository/service_to_service:tiny",
@@ -307,9 +307,9 @@ fn the_inline_spec_is_valid_and_filled_in() {
         "spec/service_to_service_spec.yaml",
         "spec/batch_job_spec.yaml",
     ] {
-        let dir = snowflake::Scratch::new("execute-job");
+        let dir = TempDir::new("execute-job");
         let out = execute_job(
-            &dir.0,
+            &dir,
             &[
                 (
                     "IMAGE",
@@ -341,13 +341,13 @@ fn the_inline_spec_is_valid_and_filled_in() {
 
 #[test]
 fn flags_override_the_environment_which_overrides_the_defaults() {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let vars = [
         ("COMPUTE_POOL", "env_pool"),
         ("JOB_NAME", "env_db.env_schema.env_job"),
         ("SERVICE_URL", "http://env-service:9000/echo"),
     ];
-    let out = execute_job(&dir.0, &vars, &["--dry-run", "--async"]);
+    let out = execute_job(&dir, &vars, &["--dry-run", "--async"]);
     let sql = stdout(&out);
     assert!(sql.contains("  IN COMPUTE POOL env_pool\n"), "{sql}");
     assert!(
@@ -364,7 +364,7 @@ fn flags_override_the_environment_which_overrides_the_defaults() {
     );
 
     let out = execute_job(
-        &dir.0,
+        &dir,
         &vars,
         &[
             "--dry-run",
@@ -394,9 +394,9 @@ fn flags_override_the_environment_which_overrides_the_defaults() {
 
 #[test]
 fn dry_run_with_a_stage_puts_the_filled_in_spec() {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let out = execute_job(
-        &dir.0,
+        &dir,
         &[],
         &[
             "--dry-run",
@@ -446,7 +446,7 @@ EXECUTE JOB SERVICE
     // The file it would upload is the inline spec of the default dry run.
     assert_eq!(fs::read_to_string(&rendered).unwrap(), content);
 
-    let out = execute_job(&dir.0, &[("STAGE", "@db.schema.stage")], &["--dry-run"]);
+    let out = execute_job(&dir, &[("STAGE", "@db.schema.stage")], &["--dry-run"]);
     let sql = stdout(&out);
     assert!(sql.contains("\nPUT 'file://"), "{sql}");
     assert!(sql.contains("' @db.schema.stage AUTO_COMPRESS"), "{sql}");
@@ -460,9 +460,9 @@ EXECUTE JOB SERVICE
 
 #[test]
 fn runs_the_statements_through_snow_and_prints_status_then_logs() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[], &[]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     // No job of that name exists (the stand-in answers []), so the
     // conditional DROP is not sent; the job ends DONE with its node log, so
@@ -482,8 +482,8 @@ fn runs_the_statements_through_snow_and_prints_status_then_logs() {
         call(true, STATE_SQL),
         call(true, &logs_sql(0)),
     ];
-    assert_eq!(calls(&dir.0), expected);
-    let dry = stdout(&execute_job(&dir.0, &[], &["--dry-run"]));
+    assert_eq!(calls(&dir), expected);
+    let dry = stdout(&execute_job(&dir, &[], &["--dry-run"]));
     for statement in expected.iter().map(|c| c.last().unwrap()) {
         assert!(
             dry.contains(statement.as_str()),
@@ -508,10 +508,10 @@ fn runs_the_statements_through_snow_and_prints_status_then_logs() {
 
 #[test]
 fn a_stage_run_uploads_the_filled_in_spec_first() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
     let out = execute_job(
-        &dir.0,
+        &dir,
         &[
             ("SNOW_CONNECTION", "tutorial"),
             ("IMAGE", "/a/b/c/service_to_service:tiny"),
@@ -519,7 +519,7 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
         &["--stage", "@tutorial_stage"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let calls = calls(&dir.0);
+    let calls = calls(&dir);
     assert_eq!(calls.len(), 5, "{calls:?}");
     for call in &calls {
         assert_eq!(
@@ -544,7 +544,7 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
     assert!(calls[2][6].contains(
         "FROM @tutorial_db.data_schema.tutorial_stage SPECIFICATION_FILE = 'service_to_service_spec.yaml'"
     ));
-    let uploaded = fs::read_to_string(dir.0.join("call-1.uploaded")).unwrap();
+    let uploaded = fs::read_to_string(dir.join("call-1.uploaded")).unwrap();
     assert!(
         uploaded.contains("    image: /a/b/c/service_to_service:tiny\n"),
         "{uploaded}"
@@ -557,15 +557,15 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
 
 #[test]
 fn a_failed_job_still_shows_status_and_logs_and_fails() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[("FAIL_EXECUTE", "3")], &["--replicas", "2"]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[("FAIL_EXECUTE", "3")], &["--replicas", "2"]);
     assert_eq!(
         out.status.code(),
         Some(3),
         "the EXECUTE status is the script's status"
     );
-    let calls = calls(&dir.0);
+    let calls = calls(&dir);
     assert_eq!(
         calls.len(),
         6,
@@ -586,9 +586,9 @@ fn a_failed_job_still_shows_status_and_logs_and_fails() {
 
 #[test]
 fn bad_settings_fail_in_one_line_before_any_call() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let dollar_spec = dir.0.join("dollar.yaml");
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let dollar_spec = dir.join("dollar.yaml");
     fs::write(
         &dollar_spec,
         "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      X: \"$$\"\n",
@@ -631,18 +631,18 @@ fn bad_settings_fail_in_one_line_before_any_call() {
         (vec![], vec!["--logs", "--job-name", "a.b.c.d"], "job name"),
     ];
     for (vars, args, expected) in cases {
-        let out = execute_job(&dir.0, &vars, &args);
+        let out = execute_job(&dir, &vars, &args);
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} {vars:?} succeeded");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    assert!(calls(&dir.0).is_empty());
+    assert!(calls(&dir).is_empty());
 }
 
 #[test]
 fn without_snow_it_says_so_in_one_line() {
-    let dir = snowflake::Scratch::new("execute-job"); // no stand-in installed
+    let dir = TempDir::new("execute-job"); // no stand-in installed
     if Command::new("sh")
         .args(["-c", "PATH=/usr/local/bin:/usr/bin:/bin command -v snow"])
         .output()
@@ -653,7 +653,7 @@ fn without_snow_it_says_so_in_one_line() {
         loud("a real snow is installed; skipping the missing-snow check");
         return;
     }
-    let out = execute_job(&dir.0, &[], &[]);
+    let out = execute_job(&dir, &[], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -662,8 +662,8 @@ fn without_snow_it_says_so_in_one_line() {
 
 #[test]
 fn help_lists_every_setting() {
-    let dir = snowflake::Scratch::new("execute-job");
-    let out = execute_job(&dir.0, &[], &["--help"]);
+    let dir = TempDir::new("execute-job");
+    let out = execute_job(&dir, &[], &["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
     for word in [
@@ -722,10 +722,10 @@ fn logs_sql(index: usize) -> String {
 
 /// The EXECUTE statement that --dry-run prints for these settings.
 fn dry_run_execute(vars: &[(&str, &str)], args: &[&str]) -> String {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let mut all = vec!["--dry-run"];
     all.extend_from_slice(args);
-    let out = execute_job(&dir.0, vars, &all);
+    let out = execute_job(&dir, vars, &all);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let start = text.find("EXECUTE JOB SERVICE").unwrap();
@@ -1214,12 +1214,12 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     );
     // A directory like a checkout (the scripts find the repository from
     // their own path), holding the batch input the README uploads.
-    let work = snowflake::Scratch::new("readme");
+    let work = TempDir::new("readme");
     for name in ["scripts", "spec", "tools"] {
-        std::os::unix::fs::symlink(repo().join(name), work.0.join(name)).unwrap();
+        std::os::unix::fs::symlink(repo().join(name), work.join(name)).unwrap();
     }
     let rows: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
-    fs::write(work.0.join("input.txt"), rows.join("\n") + "\n").unwrap();
+    fs::write(work.join("input.txt"), rows.join("\n") + "\n").unwrap();
     // The table the several-columns example unloads.
     fake.set_tables(
         r#"{"MY_TABLE": {"columns": ["a", "b", "c"], "rows": [["x", 1, true], ["y \"z\"", null, false]]}}"#,
@@ -1232,7 +1232,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
         let out = fake
             .command("bash")
             .args(["-c", command])
-            .current_dir(&work.0)
+            .current_dir(&work)
             .env("SERVICE_URL", echo.url())
             .output()
             .unwrap();
@@ -1271,7 +1271,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     // The batch run's outputs came back with GET: every row, once.
     let mut answered = Vec::new();
     for index in 0..4 {
-        let output = fs::read_to_string(work.0.join(format!("output-{index}.jsonl")))
+        let output = fs::read_to_string(work.join(format!("output-{index}.jsonl")))
             .unwrap_or_else(|e| panic!("output-{index}.jsonl: {e}"));
         answered.extend(output.lines().map(str::to_string));
     }
@@ -1336,8 +1336,8 @@ fn real_snow_a_run_connects_to_loopback_only() {
         return;
     }
     let echo = serve(|r, _| echo("Bob", r));
-    let trace = snowflake::Scratch::new("strace");
-    let log = trace.0.join("connect.log");
+    let trace = TempDir::new("strace");
+    let log = trace.join("connect.log");
     let out = fake
         .command("strace")
         .args(["-f", "-qq", "-e", "trace=connect", "-o"])
@@ -1373,8 +1373,8 @@ fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
         return;
     };
     let echo = serve(|r, _| echo("Bob", r));
-    let dir = snowflake::Scratch::new("execute-job");
-    let spec = dir.0.join("templated.yaml");
+    let dir = TempDir::new("execute-job");
+    let spec = dir.join("templated.yaml");
     fs::write(
         &spec,
         "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      SERVICE_URL: http://x/echo\n      ECHO_TEXT: \"&{ctx.a} and <% ctx.b %>\"\n",

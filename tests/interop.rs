@@ -91,7 +91,7 @@ fn the_job_says_hello_to_bob_over_flask() {
 #[test]
 fn batches_and_unicode_go_through_flask() {
     let Some(peer) = start_flask("I") else { return };
-    let dir = temp_dir("flask");
+    let dir = TempDir::new("flask");
     let lines = [
         "plain",
         "",
@@ -129,7 +129,7 @@ fn batches_and_unicode_go_through_flask() {
 fn two_columns_go_through_flask_with_jsonl() {
     let Some(peer) = start_flask("I") else { return };
     let url = peer.url.replace("/echo", "/concat");
-    let dir = temp_dir("flask-jsonl");
+    let dir = TempDir::new("flask-jsonl");
     let input = dir.join("in.jsonl");
     std::fs::write(
         &input,

@@ -287,7 +287,7 @@ fn debug_logging_keeps_the_line_format() {
 /// naming 127.0.0.1, where nothing answers.
 #[test]
 fn a_name_that_does_not_resolve_is_retried_then_exits_69() {
-    let dir = temp_dir("dns");
+    let dir = TempDir::new("dns");
     let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,

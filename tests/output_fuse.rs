@@ -50,7 +50,7 @@ impl Drop for Mount {
 
 #[test]
 fn output_lands_where_rename_and_chmod_are_refused() {
-    let dir = temp_dir("fuse-output");
+    let dir = TempDir::new("fuse-output");
     let backing = dir.join("backing");
     let stage = dir.join("stage");
     fs::create_dir(&backing).unwrap();

@@ -10,7 +10,7 @@ mod common;
 
 use common::docker::*;
 use common::snowflake;
-use common::{skip_unless_ci, succeeds};
+use common::*;
 use miniserde::json::{self, Value};
 use std::env;
 use std::fs;
@@ -47,13 +47,13 @@ impl Registry {
         };
         let addr = format!("127.0.0.1:{port}");
         let storage = TempDir::new("registry");
-        let log = fs::File::create(storage.path().join("registry.log")).unwrap();
+        let log = fs::File::create(storage.join("registry.log")).unwrap();
         let process = Command::new("docker-registry")
             .arg("serve")
             .arg(repo_root().join("tests/registry/config.yml"))
             .env(
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
-                storage.path().join("data"),
+                storage.join("data"),
             )
             .env("REGISTRY_HTTP_ADDR", &addr)
             .stdin(Stdio::null())
@@ -116,7 +116,6 @@ impl Registry {
     fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
         self.storage
-            .path()
             .join("data/docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
             .join(hex)
@@ -128,13 +127,13 @@ impl Registry {
 /// line) in `calls.log` and exits with $SNOW_STANDIN_EXIT (default 0).
 fn stand_in_snow() -> TempDir {
     let dir = TempDir::new("snow");
-    let script = dir.path().join("snow");
+    let script = dir.join("snow");
     fs::write(
         &script,
         format!(
             "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho '---' >> '{}'\necho 'Login Succeeded'\nexit \"${{SNOW_STANDIN_EXIT:-0}}\"\n",
-            dir.path().join("calls.log").display(),
-            dir.path().join("calls.log").display()
+            dir.join("calls.log").display(),
+            dir.join("calls.log").display()
         ),
     )
     .unwrap();
@@ -235,7 +234,7 @@ fn push_round_trips_through_a_local_registry() {
     let remote = format!("{repository_url}/service_to_service:latest");
 
     // No repository: one clear line, nothing pushed.
-    let out = push(snow.path(), &[], &["--no-login"]);
+    let out = push(&snow, &[], &["--no-login"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -243,7 +242,7 @@ fn push_round_trips_through_a_local_registry() {
 
     // A failed login stops the push before anything moves.
     let out = push(
-        snow.path(),
+        &snow,
         &[
             ("REPOSITORY_URL", &repository_url),
             ("SNOW_STANDIN_EXIT", "1"),
@@ -253,7 +252,7 @@ fn push_round_trips_through_a_local_registry() {
     assert!(!out.status.success(), "push went on after a failed login");
     assert!(text(&out.stderr).contains(&format!("login to {} failed", registry.addr)));
     assert_eq!(
-        snow_calls(snow.path()),
+        snow_calls(&snow),
         [["spcs", "image-registry", "token", "--format", "json"]]
     );
     let (_, _, catalog) = registry.get("/v2/_catalog", "").unwrap();
@@ -262,7 +261,7 @@ fn push_round_trips_through_a_local_registry() {
     // First push: logs in through snow (with the chosen connection) and
     // uploads the layer.
     let out = push(
-        snow.path(),
+        &snow,
         &[
             ("REPOSITORY_URL", &repository_url),
             ("SNOW_CONNECTION", "tutorial"),
@@ -272,7 +271,7 @@ fn push_round_trips_through_a_local_registry() {
     assert_success("first push", &out);
     let first = text(&out.stdout);
     assert_eq!(
-        snow_calls(snow.path())[1],
+        snow_calls(&snow)[1],
         [
             "spcs",
             "image-registry",
@@ -331,7 +330,7 @@ fn push_round_trips_through_a_local_registry() {
     assert_eq!(fs::metadata(&blob).unwrap().len(), layer_size);
     assert_eq!(sha256_of(&blob), layer_digest);
     let dir = TempDir::new("layer");
-    let layer_tar = dir.path().join("layer.tar");
+    let layer_tar = dir.join("layer.tar");
     let gunzip = Command::new("gzip")
         .arg("-dc")
         .arg(&blob)
@@ -374,7 +373,7 @@ fn push_round_trips_through_a_local_registry() {
     // Second push of the unchanged image: same digest, no layer bytes, and
     // --no-login keeps snow out of it.
     let out = push(
-        snow.path(),
+        &snow,
         &[("REPOSITORY_URL", &repository_url)],
         &["--no-login"],
     );
@@ -386,7 +385,7 @@ fn push_round_trips_through_a_local_registry() {
         if docker { Some(0) } else { None },
         "the second push moved layer bytes:\n{second}"
     );
-    assert_eq!(snow_calls(snow.path()).len(), 2, "--no-login called snow");
+    assert_eq!(snow_calls(&snow).len(), 2, "--no-login called snow");
 
     // A rebuild of the same sources: cargo relinks (the binary gets a new
     // time) and scripts/build makes a new image, but its layer is the same
@@ -399,7 +398,7 @@ fn push_round_trips_through_a_local_registry() {
     );
     assert_success("scripts/build again", &rebuilt);
     let out = push(
-        snow.path(),
+        &snow,
         &[("REPOSITORY_URL", &repository_url)],
         &["--no-login"],
     );
@@ -466,7 +465,7 @@ fn push_fails_in_one_line_without_the_image() {
     };
     let snow = stand_in_snow();
     let out = push(
-        snow.path(),
+        &snow,
         &[("REPOSITORY_URL", "127.0.0.1:5000/a/b/c")],
         &["--no-login", "--image", "service_to_service:no-such-tag"],
     );
@@ -474,14 +473,14 @@ fn push_fails_in_one_line_without_the_image() {
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("scripts/build"), "{err}");
-    assert!(snow_calls(snow.path()).is_empty());
+    assert!(snow_calls(&snow).is_empty());
 }
 
 #[test]
 fn push_rejects_a_url_with_a_scheme() {
     let snow = stand_in_snow();
     let out = push(
-        snow.path(),
+        &snow,
         &[
             ("CONTAINER_ENGINE", "docker"),
             (
@@ -500,7 +499,7 @@ fn push_rejects_a_url_with_a_scheme() {
 #[test]
 fn push_help_names_the_variables() {
     let snow = stand_in_snow();
-    let out = push(snow.path(), &[], &["--help"]);
+    let out = push(&snow, &[], &["--help"]);
     assert_success("scripts/push --help", &out);
     let help = text(&out.stdout);
     for word in [
@@ -536,8 +535,8 @@ fn push_with_the_real_snow_logs_in_to_the_repository_host() {
         let mut cmd = fake.command(repo_root().join("scripts/push"));
         cmd.env("REPOSITORY_URL", &repository_url)
             .env("CONTAINER_ENGINE", &engine)
-            .env("DOCKER_CONFIG", credentials.path())
-            .env("REGISTRY_AUTH_FILE", credentials.path().join("auth.json"))
+            .env("DOCKER_CONFIG", &credentials)
+            .env("REGISTRY_AUTH_FILE", credentials.join("auth.json"))
             .args(args);
         run_with_timeout(&mut cmd, Duration::from_secs(180))
     };
@@ -588,7 +587,7 @@ fn push_with_the_real_snow_logs_in_to_the_repository_host() {
     );
     // The engine's credential store holds it, for the repository's host:
     // user 0sessiontoken, password what snow printed ({"token": ...}).
-    assert_eq!(stored_token(credentials.path(), &registry.addr), *token);
+    assert_eq!(stored_token(&credentials, &registry.addr), *token);
 
     let (status, _, _) = registry
         .get(
@@ -614,7 +613,7 @@ fn push_names_the_fix_for_underscore_and_uppercase_hosts() {
         ),
     ] {
         let out = push(
-            snow.path(),
+            &snow,
             &[("CONTAINER_ENGINE", "docker"), ("REPOSITORY_URL", url)],
             &[],
         );
@@ -622,7 +621,7 @@ fn push_names_the_fix_for_underscore_and_uppercase_hosts() {
         let err = text(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(expected), "{err}");
-        assert!(snow_calls(snow.path()).is_empty());
+        assert!(snow_calls(&snow).is_empty());
     }
 }
 
@@ -683,7 +682,7 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
         "other-org-other-acct.registry.snowflakecomputing.com",
     );
     let no_docker = TempDir::new("no-docker");
-    let docker = no_docker.path().join("docker");
+    let docker = no_docker.join("docker");
     fs::write(
         &docker,
         "#!/bin/sh\necho \"docker was called: $*\" >&2\nexit 99\n",
@@ -695,13 +694,13 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
     let mut cmd = fake.command(repo_root().join("scripts/push"));
     let path = format!(
         "{}:{}",
-        no_docker.path().display(),
+        no_docker.display(),
         env::var("PATH").unwrap_or_default()
     );
     cmd.env("PATH", format!("{}:{path}", fake.snow_bin.display()))
         .env("REPOSITORY_URL", &repository_url)
         .env("CONTAINER_ENGINE", "podman")
-        .env("REGISTRY_AUTH_FILE", credentials.path().join("auth.json"));
+        .env("REGISTRY_AUTH_FILE", credentials.join("auth.json"));
     let out = run_with_timeout(&mut cmd, Duration::from_secs(180));
     assert_success("push with podman", &out);
     assert!(
@@ -713,7 +712,7 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
     assert_eq!(field(&text(&out.stdout), "pushed:"), remote);
     let tokens = fake.tokens();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
-    assert_eq!(stored_token(credentials.path(), &registry.addr), tokens[0]);
+    assert_eq!(stored_token(&credentials, &registry.addr), tokens[0]);
     for output in [&out.stdout, &out.stderr] {
         assert!(
             !text(output).contains(tokens[0].as_str()),

@@ -18,7 +18,7 @@
 mod common;
 
 use common::docker::*;
-use common::loud;
+use common::*;
 use std::collections::BTreeSet;
 use std::env;
 use std::fs;
@@ -42,13 +42,12 @@ fn no_engine() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = TempDir::new("release-no-engine");
         for engine in ["docker", "podman"] {
-            let path = dir.path().join(engine);
+            let path = dir.join(engine);
             fs::write(&path, "#!/bin/sh\nexit 1\n").unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         }
         dir
     })
-    .path()
 }
 
 /// Runs scripts/build with `args` and returns the binary it reports.

@@ -52,13 +52,13 @@ const SPCS_VARIABLES: &[(&str, &str)] = &[
 /// The token's access time is set far in the past, so that reading it
 /// shows (relatime updates an access time older than the change time).
 struct Jail {
-    root: PathBuf,
+    root: TempDir,
     token: PathBuf,
 }
 
 impl Jail {
     fn new() -> Jail {
-        let root = temp_dir("jail");
+        let root = TempDir::new("jail");
         std::fs::copy(binary(), root.join("service-to-service")).expect("copy the binary");
         let session = root.join("snowflake/session");
         std::fs::create_dir_all(&session).expect("session dir");
@@ -222,7 +222,6 @@ fn neither_the_token_nor_the_environment_ever_reaches_the_output() {
     } else {
         loud("SKIPPED: this file system does not record reads: token reads not checked");
     }
-    let _ = std::fs::remove_dir_all(&jail.root);
 }
 
 /// The check above can fail: a process that does read the token and print
@@ -250,5 +249,4 @@ fn the_jail_catches_a_process_that_reads_the_token() {
     };
     let caught = std::panic::catch_unwind(|| assert_no_secret(&outcome, "leaky"));
     assert!(caught.is_err(), "a leaked token must fail the check");
-    let _ = std::fs::remove_dir_all(&jail.root);
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use common::docker::*;
-use common::loud;
+use common::*;
 use std::env;
 use std::fs;
 use std::path::Path;
@@ -255,13 +255,9 @@ fn tiny_build_behaves_like_the_stable_build() {
             .iter()
             .map(|binary| {
                 let dir = TempDir::new("parity");
-                fs::write(
-                    dir.path().join("input.txt"),
-                    "Hello\n\nwörld \"quoted\"\nlast",
-                )
-                .unwrap();
-                fs::write(dir.path().join("latin1.txt"), b"ok\ncaf\xe9\n").unwrap();
-                run(binary, dir.path(), vars, args)
+                fs::write(dir.join("input.txt"), "Hello\n\nwörld \"quoted\"\nlast").unwrap();
+                fs::write(dir.join("latin1.txt"), b"ok\ncaf\xe9\n").unwrap();
+                run(binary, &dir, vars, args)
             })
             .collect();
         let (a, b) = (&runs[0], &runs[1]);
@@ -291,7 +287,7 @@ fn tiny_build_behaves_like_the_stable_build() {
 
     // The success case really succeeded (so the comparison compared something).
     let dir = TempDir::new("parity-ok");
-    let ok = run(&tiny, dir.path(), &[url(&echo_url)], &[]);
+    let ok = run(&tiny, &dir, &[url(&echo_url)], &[]);
     assert_eq!(ok.code, Some(0), "{}", ok.stdout);
     assert!(ok.stdout.ends_with(": Bob said Hello"), "{}", ok.stdout);
 }

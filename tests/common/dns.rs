@@ -9,14 +9,14 @@
 use std::fs;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{skip_unless_ci, succeeds};
+use super::{TempDir, skip_unless_ci, succeeds};
 
 /// The search domains of an SPCS job's resolv.conf.
 pub const SEARCH: [&str; 3] = [
@@ -71,16 +71,17 @@ fn claim_address() -> (Ipv4Addr, UdpSocket) {
 pub struct Dnsmasq {
     child: Child,
     pub address: Ipv4Addr,
-    dir: PathBuf,
+    dir: TempDir,
     log: PathBuf,
 }
 
 impl Dnsmasq {
     /// Starts dnsmasq with `extra` flags (`--host-record=...`,
     /// `--address=/.../...`, `--server=/.../...`, `--addn-hosts=...`) and
-    /// waits until it answers. Its files go in `dir`.
-    pub fn start(dir: &Path, extra: &[String]) -> Dnsmasq {
+    /// waits until it answers. Its files go in a directory of its own.
+    pub fn start(extra: &[String]) -> Dnsmasq {
         for _ in 0..5 {
+            let dir = TempDir::new("dnsmasq");
             let (address, claim) = claim_address();
             let log = dir.join(format!("dnsmasq-{address}.log"));
             let errors = dir.join(format!("dnsmasq-{address}.stderr"));
@@ -120,7 +121,7 @@ impl Dnsmasq {
             let mut dnsmasq = Dnsmasq {
                 child,
                 address,
-                dir: dir.to_owned(),
+                dir,
                 log,
             };
             if dnsmasq.wait_until_it_answers() {

@@ -7,12 +7,11 @@ use miniserde::json::{self, Value};
 use std::env;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{skip_unless_ci, succeeds};
+use super::{TempDir, skip_unless_ci, succeeds};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -34,29 +33,6 @@ pub fn real_snow_bin() -> Option<PathBuf> {
     None
 }
 
-/// A fresh directory under the target directory, removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "snowflake-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The fake account, with a SNOWFLAKE_HOME whose config.toml points the
 /// real CLI at it. Connections: `fake` (the default) has no database or
 /// schema, so nothing unqualified resolves; `tutorial` has
@@ -64,8 +40,8 @@ impl Drop for Scratch {
 pub struct FakeSnowflake {
     child: Child,
     pub port: u16,
-    pub state: Scratch,
-    pub home: Scratch,
+    pub state: TempDir,
+    pub home: TempDir,
     pub snow_bin: PathBuf,
 }
 
@@ -73,13 +49,13 @@ impl FakeSnowflake {
     /// Starts the fake on an ephemeral loopback port. `registry` is the host
     /// its SHOW IMAGE REPOSITORIES names.
     pub fn start(snow_bin: PathBuf, registry: &str) -> FakeSnowflake {
-        let state = Scratch::new("state");
-        let home = Scratch::new("home");
-        let log_path = state.0.join("fake_snowflake.log");
+        let state = TempDir::new("state");
+        let home = TempDir::new("home");
+        let log_path = state.join("fake_snowflake.log");
         let log = fs::File::create(&log_path).unwrap();
         let child = Command::new("python3")
             .arg(repo().join("tests/peers/fake_snowflake.py"))
-            .env("FAKE_SNOWFLAKE_DIR", &state.0)
+            .env("FAKE_SNOWFLAKE_DIR", &*state)
             .env(
                 "FAKE_SNOWFLAKE_JOB_BINARY",
                 env!("CARGO_BIN_EXE_service-to-service"),
@@ -107,7 +83,7 @@ impl FakeSnowflake {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let config = home.0.join("config.toml");
+        let config = home.join("config.toml");
         // No version check: snow would ask pypi.org for its latest release.
         let mut connections = String::from(
             "default_connection_name = \"fake\"\n\n[cli]\nignore_new_version_warning = true\n",
@@ -149,7 +125,7 @@ impl FakeSnowflake {
                 env::var("PATH").unwrap_or_default()
             ),
         )
-        .env("SNOWFLAKE_HOME", &self.home.0)
+        .env("SNOWFLAKE_HOME", &self.home)
         // The connector would otherwise probe cloud metadata endpoints
         // (169.254.169.254 and others) to report its platform.
         .env("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
@@ -170,7 +146,7 @@ impl FakeSnowflake {
     }
 
     fn requests(&self) -> Vec<Value> {
-        let text = fs::read_to_string(self.state.0.join("requests.jsonl")).unwrap_or_default();
+        let text = fs::read_to_string(self.state.join("requests.jsonl")).unwrap_or_default();
         text.lines()
             .map(|l| json::from_str(l).expect("requests.jsonl line"))
             .collect()
@@ -206,7 +182,7 @@ impl FakeSnowflake {
 
     /// The registry tokens issued so far.
     pub fn tokens(&self) -> Vec<String> {
-        fs::read_to_string(self.state.0.join("tokens.txt"))
+        fs::read_to_string(self.state.join("tokens.txt"))
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
@@ -215,13 +191,13 @@ impl FakeSnowflake {
 
     /// The local directory standing for stage `db.schema.stage`.
     pub fn stage(&self, name: &str) -> PathBuf {
-        self.state.0.join("stages").join(name.to_ascii_uppercase())
+        self.state.join("stages").join(name.to_ascii_uppercase())
     }
 
     /// Gives the account the tables COPY INTO unloads: a JSON object
     /// `{"NAME": {"columns": [...], "rows": [[...], ...]}}`.
     pub fn set_tables(&self, tables: &str) {
-        fs::write(self.state.0.join("tables.json"), tables).unwrap();
+        fs::write(self.state.join("tables.json"), tables).unwrap();
     }
 
     /// Reclaims the compute-pool node of an instance once it has ended, as
@@ -229,12 +205,12 @@ impl FakeSnowflake {
     /// "error"}`, what SYSTEM$GET_SERVICE_LOGS then gives for that instance
     /// of any job.
     pub fn set_reclaimed_nodes(&self, nodes: &str) {
-        fs::write(self.state.0.join("reclaimed_nodes.json"), nodes).unwrap();
+        fs::write(self.state.join("reclaimed_nodes.json"), nodes).unwrap();
     }
 
     /// Forgets the SQL received so far.
     pub fn clear(&self) {
-        let _ = fs::remove_file(self.state.0.join("requests.jsonl"));
+        let _ = fs::remove_file(self.state.join("requests.jsonl"));
     }
 }
 
