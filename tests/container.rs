@@ -12,6 +12,7 @@ mod common;
 
 use common::dns;
 use common::docker::*;
+use common::job::{log_records, parse_log_line};
 use common::*;
 use std::fs;
 use std::process::Command;
@@ -41,15 +42,15 @@ fn assert_says_bob_said_hello(what: &str, out: &std::process::Output) {
     let url = "http://echo-service:8000/echo";
     assert_eq!(
         parse_log_line(lines[0]),
-        ("INFO", format!("Calling {url} with input Hello").as_str()),
+        Some(("INFO", format!("Calling {url} with input Hello").as_str())),
         "{what}"
     );
     assert_eq!(
         parse_log_line(lines[1]),
-        (
+        Some((
             "INFO",
             format!("Received response from {url}: Bob said Hello").as_str()
-        ),
+        )),
         "{what}"
     );
     assert!(lines[1].ends_with("Bob said Hello"));
@@ -103,7 +104,7 @@ fn job_container_says_bob_said_hello_then_fails_without_the_service() {
             build.tag,
             text(&out.stderr)
         );
-        let levels: Vec<&str> = stdout.lines().map(|l| parse_log_line(l).0).collect();
+        let levels: Vec<&str> = log_records(&stdout).iter().map(|r| r.0).collect();
         assert!(
             levels.contains(&"WARNING"),
             "{}: no retry WARNING line:\n{stdout}",
@@ -253,8 +254,7 @@ fn docker_stop_ends_a_waiting_job_within_2_seconds() {
         );
         let logs = text(&logs.stdout);
         assert!(
-            logs.lines()
-                .any(|l| l.starts_with("service-to-service [") && parse_log_line(l).0 == "WARNING"),
+            log_records(&logs).iter().any(|r| r.0 == "WARNING"),
             "{}: no WARNING line about the signal:\n{logs}",
             build.tag
         );

@@ -9,6 +9,7 @@
 mod common;
 
 use common::docker::*;
+use common::job::without_timestamps;
 use common::*;
 use std::env;
 use std::fs;

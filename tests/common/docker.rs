@@ -399,36 +399,3 @@ pub fn http_response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
-
-/// Checks one log line of the job: `service-to-service [YYYY-MM-DD
-/// HH:MM:SS,mmm] [LEVEL] message`, and returns (level, message).
-pub fn parse_log_line(line: &str) -> (&str, &str) {
-    let rest = line
-        .strip_prefix("service-to-service [")
-        .unwrap_or_else(|| panic!("log line without the logger name: {line:?}"));
-    let (stamp, rest) = rest
-        .split_once("] [")
-        .unwrap_or_else(|| panic!("log line without a level: {line:?}"));
-    let shape: String = stamp
-        .chars()
-        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
-        .collect();
-    assert_eq!(shape, "dddd-dd-dd dd:dd:dd,ddd", "timestamp in {line:?}");
-    let (level, message) = rest
-        .split_once("] ")
-        .unwrap_or_else(|| panic!("log line without a message: {line:?}"));
-    (level, message)
-}
-
-/// Replaces each log line's timestamp with a fixed one, for comparisons.
-pub fn without_timestamps(s: &str) -> String {
-    s.lines()
-        .map(|line| match line.strip_prefix("service-to-service [") {
-            Some(rest) if rest.len() > 24 && &rest[23..25] == "] " => {
-                format!("service-to-service [TIME]{}", &rest[24..])
-            }
-            _ => line.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
