@@ -21,23 +21,12 @@ fn shuffling_echo() -> Server {
         let mut rows: Vec<String> = request
             .rows()
             .iter()
-            .map(|(i, text)| {
-                format!(
-                    "[{i},{}]",
-                    miniserde::json::to_string(&format!("echo {text}"))
-                )
-            })
+            .map(|(i, text)| row(i, &format!("echo {text}")))
             .collect();
         rows.reverse();
         Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
             .after(Duration::from_millis((n as u64 * 7) % 20))
     })
-}
-
-fn write_input(dir: &Path, text: &[u8]) -> String {
-    let path = dir.join("input.txt");
-    std::fs::write(&path, text).expect("write input");
-    path.display().to_string()
 }
 
 fn read_output(path: &Path) -> Vec<String> {
@@ -328,7 +317,7 @@ fn retries_work_per_batch() {
 
 #[test]
 fn a_million_rows_stream_in_flat_memory() {
-    let server = serve(|request, _| echo("I", request));
+    let server = serve_echo("I");
     let dir = TempDir::new("million");
     let mut text = String::with_capacity(8_000_000);
     for i in 0..1_000_000 {

@@ -11,10 +11,6 @@ use common::http::*;
 use common::job::*;
 use common::*;
 
-fn bob() -> Server {
-    serve(|request, _| echo("Bob", request))
-}
-
 /// Asserts exit 64 before any request, with one ERROR line naming the
 /// variable and containing each of `says` (what is wrong, what is right).
 fn assert_refused(server: &Server, name: &str, value: &str, says: &[&str]) {
@@ -39,7 +35,7 @@ const DURATION_EXAMPLE: &str = "expected a duration such as 250ms, 5s, 2m or a n
 
 #[test]
 fn bad_service_urls_exit_64_saying_what_would_be_right() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let cases: &[(&str, &[&str])] = &[
         ("", &["is empty", URL_EXAMPLE]),
         ("   ", &["is empty", URL_EXAMPLE]),
@@ -82,7 +78,7 @@ fn bad_service_urls_exit_64_saying_what_would_be_right() {
 
 #[test]
 fn bad_durations_exit_64_saying_what_would_be_right() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let cases: &[(&str, &[&str])] = &[
         ("5d", &["has unknown unit \"d\"", "use ms, s, m or h"]),
         ("30sec", &["has unknown unit \"sec\"", "use ms, s, m or h"]),
@@ -149,7 +145,7 @@ fn with_password(url: &str) -> String {
 #[test]
 fn a_password_in_the_url_is_never_logged_on_any_path() {
     // Success (tests/job.rs also checks the Authorization header).
-    let server = bob();
+    let server = serve_echo("Bob");
     let outcome = job(&with_password(&server.url()))
         .env("RUST_LOG", "trace")
         .run();
@@ -296,7 +292,7 @@ fn an_ipv6_literal_works() {
 
 #[test]
 fn a_query_string_is_kept() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let url = format!("{}?x=1&name=a%20b&empty=", server.url());
     let outcome = job(&url).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
@@ -328,7 +324,7 @@ fn mixed_text(bytes: usize) -> String {
 /// is checked here; 1 MiB of text goes through INPUT_FILE (next test).
 #[test]
 fn the_largest_echo_text_linux_allows_round_trips() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let largest = mixed_text(131_072 - "ECHO_TEXT=".len() - 1);
     let (outcome, peak_kib) = job(&server.url()).env("ECHO_TEXT", &largest).run_with_rss();
     assert_eq!(outcome.code, Some(0), "exit {:?}", outcome.code);
@@ -353,11 +349,10 @@ fn the_largest_echo_text_linux_allows_round_trips() {
 
 #[test]
 fn one_mib_of_text_round_trips_as_an_input_line() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let text = mixed_text(1 << 20);
     let dir = TempDir::new("one-mib");
-    let input = dir.join("input.txt");
-    std::fs::write(&input, format!("{text}\n")).expect("write input");
+    let input = write_input(&dir, format!("{text}\n"));
     let (outcome, peak_kib) = job(&server.url()).env("INPUT_FILE", &input).run_with_rss();
     assert_eq!(outcome.code, Some(0), "exit {:?}", outcome.code);
     assert_eq!(server.requests()[0].rows(), vec![(0, text.clone())]);

@@ -12,6 +12,7 @@ mod common;
 
 use common::dns;
 use common::docker::*;
+use common::http::{EchoService, SilentServer};
 use common::job::{log_records, parse_log_line};
 use common::*;
 use std::fs;
@@ -63,7 +64,7 @@ fn job_container_says_bob_said_hello_then_fails_without_the_service() {
     };
     let builds = builds(&engine);
     let _port = port_8000();
-    let mut echo = EchoService::start(8000, "Bob");
+    let mut echo = EchoService::start(8000, Some("Bob"));
     let url = "http://echo-service:8000/echo";
 
     for build in &builds {
@@ -138,7 +139,7 @@ fn job_container_finds_the_service_through_spcs_search_domains() {
     }
     let name = "echo-service.abc123.svc.spcs.internal";
     let dns = dns::Dnsmasq::start(&[format!("--address=/{name}/127.0.0.1")]);
-    let echo = EchoService::start(0, "Bob");
+    let echo = EchoService::start(0, Some("Bob"));
     let url = format!("http://echo-service:{}/echo", echo.addr.port());
     // Docker writes --dns as given, even a loopback address, with the host
     // network; other engines get the file itself.

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::dns::{self, Broken, BrokenUpstream, Dnsmasq};
@@ -28,11 +27,7 @@ fn dnsmasq(extra: &[String]) -> Option<Dnsmasq> {
 /// The job with `dns`'s resolv.conf, sending to `echo-service` on `server`'s port.
 fn job_using(dns: &Dnsmasq, server: &Server) -> Option<Job> {
     let url = format!("http://echo-service:{}/echo", server.addr.port());
-    job_with_bind_mount(&url, &dns.resolv_conf(), Path::new("/etc/resolv.conf"))
-}
-
-fn bob() -> Server {
-    serve(|request, _| echo("Bob", request))
+    job_with_resolv_conf(&url, &dns.resolv_conf())
 }
 
 fn assert_bob_said_hello(outcome: &Outcome, dns: &Dnsmasq) {
@@ -56,7 +51,7 @@ fn an_a_record_with_nodata_for_aaaa_is_found_with_a_queries_only() {
     let Some(dns) = dnsmasq(&[format!("--host-record={FULL_NAME},127.0.0.1")]) else {
         return;
     };
-    let server = bob();
+    let server = serve_echo("Bob");
     let Some(job) = job_using(&dns, &server) else {
         return;
     };
@@ -73,7 +68,7 @@ fn an_a_record_with_nxdomain_for_aaaa_is_found() {
     let Some(dns) = dnsmasq(&[format!("--address=/{FULL_NAME}/127.0.0.1")]) else {
         return;
     };
-    let server = bob();
+    let server = serve_echo("Bob");
     let Some(job) = job_using(&dns, &server) else {
         return;
     };
@@ -92,7 +87,7 @@ fn a_failing_first_search_domain_is_passed_over(how: Broken) {
     ]) else {
         return;
     };
-    let server = bob();
+    let server = serve_echo("Bob");
     let Some(job) = job_using(&dns, &server) else {
         return;
     };
@@ -124,7 +119,7 @@ fn a_name_that_exists_nowhere_exits_69_after_the_deadline_naming_dns() {
     let Some(dns) = dnsmasq(&[]) else {
         return;
     };
-    let server = bob();
+    let server = serve_echo("Bob");
     let Some(job) = job_using(&dns, &server) else {
         return;
     };
@@ -156,7 +151,7 @@ fn a_service_that_appears_in_dns_later_is_retried_then_reached() {
     let Some(dns) = dnsmasq(&[format!("--addn-hosts={}", hosts.display())]) else {
         return;
     };
-    let server = bob();
+    let server = serve_echo("Bob");
     let Some(job) = job_using(&dns, &server) else {
         return;
     };
@@ -213,12 +208,8 @@ fn ip_literals_ask_no_dns() {
     let Some(dns) = dnsmasq(&[]) else {
         return;
     };
-    let server = bob();
-    let Some(job) = job_with_bind_mount(
-        &server.url(),
-        &dns.resolv_conf(),
-        Path::new("/etc/resolv.conf"),
-    ) else {
+    let server = serve_echo("Bob");
+    let Some(job) = job_with_resolv_conf(&server.url(), &dns.resolv_conf()) else {
         return;
     };
     let outcome = job.run();
@@ -246,9 +237,9 @@ fn request_timeout_and_retry_deadline_bound_a_lookup_that_hangs() {
         ),
     )
     .expect("write resolv.conf");
-    let server = bob();
+    let server = serve_echo("Bob");
     let url = format!("http://echo-service:{}/echo", server.addr.port());
-    let Some(job) = job_with_bind_mount(&url, &resolv, Path::new("/etc/resolv.conf")) else {
+    let Some(job) = job_with_resolv_conf(&url, &resolv) else {
         return;
     };
     let outcome = job

@@ -10,21 +10,15 @@
 
 mod common;
 
-use common::http::{Reply, echo, serve};
+use common::http::{Reply, serve, serve_echo};
 use common::job::job;
 use common::snowflake;
 use common::spcs::*;
 use common::*;
-use std::env;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Installs a stand-in `snow` in `dir`. Each call writes its arguments,
 /// NUL-separated, to `dir/call-N`; a PUT also copies the uploaded file to
@@ -69,9 +63,7 @@ case "$q" in
         ;;
 esac
 "#;
-    let path = dir.join("snow");
-    fs::write(&path, script).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&dir.join("snow"), script);
 }
 
 fn calls(dir: &Path) -> Vec<Vec<String>> {
@@ -94,35 +86,19 @@ fn calls(dir: &Path) -> Vec<Vec<String>> {
 /// Runs scripts/execute-job with a clean set of its variables, the given
 /// ones, and `dir` (holding the stand-in snow, if any) first on PATH.
 fn execute_job(dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(repo().join("scripts/execute-job"));
+    let mut cmd = Command::new(repo_root().join("scripts/execute-job"));
     let path = format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display());
     cmd.env("PATH", path)
         .env("STANDIN_DIR", dir)
         .stdin(Stdio::null())
         .args(args);
-    for var in [
-        "COMPUTE_POOL",
-        "JOB_NAME",
-        "IMAGE",
-        "SERVICE_URL",
-        "STAGE",
-        "SNOW_CONNECTION",
-        "FAIL_EXECUTE",
-    ] {
+    for var in snowflake::SCRIPT_SETTINGS.iter().chain(&["FAIL_EXECUTE"]) {
         cmd.env_remove(var);
     }
     for (k, v) in vars {
         cmd.env(k, v);
     }
     cmd.output().expect("run scripts/execute-job")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
 }
 
 /// What every run starts with: is a job of that name there, and in what
@@ -424,7 +400,7 @@ fn dry_run_with_a_stage_puts_the_filled_in_spec() {
             .unwrap();
         stdout(&child.wait_with_output().unwrap())[..16].to_string()
     };
-    let rendered = repo()
+    let rendered = repo_root()
         .join("target/execute-job")
         .join(hash)
         .join("service_to_service_spec.yaml");
@@ -666,25 +642,26 @@ fn help_lists_every_setting() {
     let out = execute_job(&dir, &[], &["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
-    for word in [
-        "COMPUTE_POOL",
-        "JOB_NAME",
-        "IMAGE",
-        "SERVICE_URL",
-        "--stage",
-        "--replicas",
-        "--async",
-        "--replace",
-        "--enable-templating NONE",
-        "--dry-run",
-        "--spec",
-        "--logs",
-        "SPCS_GET_LOGS",
-        "SPCS_GET_EVENTS",
-        "EVENT_TABLE",
-    ] {
-        assert!(help.contains(word), "--help does not mention {word}");
-    }
+    assert_help_mentions(
+        &help,
+        &[
+            "COMPUTE_POOL",
+            "JOB_NAME",
+            "IMAGE",
+            "SERVICE_URL",
+            "--stage",
+            "--replicas",
+            "--async",
+            "--replace",
+            "--enable-templating NONE",
+            "--dry-run",
+            "--spec",
+            "--logs",
+            "SPCS_GET_LOGS",
+            "SPCS_GET_EVENTS",
+            "EVENT_TABLE",
+        ],
+    );
 }
 
 // ---- The real Snowflake CLI against the fake account.
@@ -704,7 +681,7 @@ fn real_execute_job(
     vars: &[(&str, &str)],
     args: &[&str],
 ) -> Output {
-    let mut cmd = fake.command(repo().join("scripts/execute-job"));
+    let mut cmd = fake.command(repo_root().join("scripts/execute-job"));
     cmd.args(args);
     for (k, v) in vars {
         cmd.env(k, v);
@@ -738,7 +715,7 @@ fn real_snow_sends_an_ampersand_url_intact_and_runs_the_same_job_twice() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let url = format!("http://{}/echo?a=1&b=2", echo.addr);
     let vars = [("SERVICE_URL", url.as_str())];
 
@@ -834,7 +811,7 @@ fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
         stderr(&out)
     );
 
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -870,7 +847,7 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
         hints[0],
         format!(
             "{} --logs --job-name {JOB} --connection tutorial",
-            repo().join("scripts/execute-job").display()
+            repo_root().join("scripts/execute-job").display()
         )
     );
     fake.clear();
@@ -905,7 +882,7 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
     // Running: refused in one line that names the way out; nothing sent
     // after the check.
     fake.clear();
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -932,7 +909,7 @@ fn real_snow_a_bare_stage_is_qualified_and_the_spec_uploaded() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     // The default connection has no database or schema: an unqualified
     // stage would resolve nowhere, as each snow call is a new session.
     let bare = fake
@@ -985,7 +962,7 @@ fn real_snow_with_the_node_log_gone_the_log_comes_from_the_event_table() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let url = echo.url();
     // The node log empty, then unreadable. The second run has the first
     // one's name, and the event table still holds the first one's lines:
@@ -1045,7 +1022,7 @@ fn real_snow_logs_reads_every_replica_of_an_earlier_job() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     // Ten rows: 4, 3 and 3 for the three replicas.
     let stage = fake.stage("tutorial_db.data_schema.tutorial_stage");
     fs::create_dir_all(&stage).unwrap();
@@ -1126,7 +1103,7 @@ fn real_snow_without_an_event_table_one_line_says_how_to_set_one() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let unset = real_snow_sql(&fake, "ALTER ACCOUNT UNSET EVENT_TABLE");
     assert!(unset.status.success(), "{}", stderr(&unset));
     fake.set_reclaimed_nodes(r#"{"0": "empty"}"#);
@@ -1169,7 +1146,7 @@ fn real_snow_without_an_event_table_one_line_says_how_to_set_one() {
 /// need a container engine and registry; tests/push.rs runs push with the
 /// real CLI.)
 fn readme_deploy_commands() -> Vec<String> {
-    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
     let start = readme
         .find("## Deploy to Snowflake")
         .expect("deploy section");
@@ -1203,7 +1180,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let commands = readme_deploy_commands();
     assert!(commands.len() >= 7, "{commands:?}");
     assert!(
@@ -1216,7 +1193,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     // their own path), holding the batch input the README uploads.
     let work = TempDir::new("readme");
     for name in ["scripts", "spec", "tools"] {
-        std::os::unix::fs::symlink(repo().join(name), work.join(name)).unwrap();
+        std::os::unix::fs::symlink(repo_root().join(name), work.join(name)).unwrap();
     }
     let rows: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
     fs::write(work.join("input.txt"), rows.join("\n") + "\n").unwrap();
@@ -1299,7 +1276,7 @@ fn real_snow_an_unqualified_job_name_reruns_in_the_connections_schema() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let vars = [
         ("SERVICE_URL", echo.url()),
         ("SNOW_CONNECTION", "tutorial".to_string()),
@@ -1335,14 +1312,14 @@ fn real_snow_a_run_connects_to_loopback_only() {
         skip_unless_ci("strace (apt-get install strace)");
         return;
     }
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let trace = TempDir::new("strace");
     let log = trace.join("connect.log");
     let out = fake
         .command("strace")
         .args(["-f", "-qq", "-e", "trace=connect", "-o"])
         .arg(&log)
-        .arg(repo().join("scripts/execute-job"))
+        .arg(repo_root().join("scripts/execute-job"))
         .env("SERVICE_URL", echo.url())
         .output()
         .unwrap();
@@ -1372,7 +1349,7 @@ fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let dir = TempDir::new("execute-job");
     let spec = dir.join("templated.yaml");
     fs::write(
@@ -1419,7 +1396,7 @@ fn real_snow_a_compressed_unload_is_refused_by_the_job_naming_the_fix() {
     let unloaded = fake
         .stage("tutorial_db.data_schema.tutorial_stage")
         .join("input.jsonl");
-    let echo = serve(|r, _| echo("Bob", r));
+    let echo = serve_echo("Bob");
     let job = job(&echo.url())
         .env("INPUT_FILE", &unloaded)
         .env("INPUT_FORMAT", "jsonl")

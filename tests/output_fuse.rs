@@ -65,7 +65,7 @@ fn output_lands_where_rename_and_chmod_are_refused() {
     assert!(fs::rename(&probe, stage.join("probe2")).is_err());
     fs::remove_file(&probe).unwrap();
 
-    let server = serve(|r, _| echo("Bob", r));
+    let server = serve_echo("Bob");
     let input = dir.join("input.txt");
     fs::write(&input, "a\nb\nc\n").unwrap();
     let output = stage.join("out.jsonl");

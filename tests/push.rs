@@ -16,7 +16,6 @@ use std::env;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -127,17 +126,14 @@ impl Registry {
 /// line) in `calls.log` and exits with $SNOW_STANDIN_EXIT (default 0).
 fn stand_in_snow() -> TempDir {
     let dir = TempDir::new("snow");
-    let script = dir.join("snow");
-    fs::write(
-        &script,
-        format!(
+    write_executable(
+        &dir.join("snow"),
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho '---' >> '{}'\necho 'Login Succeeded'\nexit \"${{SNOW_STANDIN_EXIT:-0}}\"\n",
             dir.join("calls.log").display(),
             dir.join("calls.log").display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     dir
 }
 
@@ -392,11 +388,7 @@ fn push_round_trips_through_a_local_registry() {
     // blob, so the push uploads no layer bytes.
     let binary = fs::File::options().write(true).open(&build.binary).unwrap();
     binary.set_modified(std::time::SystemTime::now()).unwrap();
-    let rebuilt = run_with_timeout(
-        &mut Command::new(repo_root().join("scripts/build")),
-        Duration::from_secs(900),
-    );
-    assert_success("scripts/build again", &rebuilt);
+    run_build(&mut build_command(&[]), Duration::from_secs(900));
     let out = push(
         &snow,
         &[("REPOSITORY_URL", &repository_url)],
@@ -502,14 +494,15 @@ fn push_help_names_the_variables() {
     let out = push(&snow, &[], &["--help"]);
     assert_success("scripts/push --help", &out);
     let help = text(&out.stdout);
-    for word in [
-        "REPOSITORY_URL",
-        "--no-login",
-        "snow spcs image-registry token",
-        "CONTAINER_ENGINE",
-    ] {
-        assert!(help.contains(word), "--help does not mention {word}");
-    }
+    assert_help_mentions(
+        &help,
+        &[
+            "REPOSITORY_URL",
+            "--no-login",
+            "snow spcs image-registry token",
+            "CONTAINER_ENGINE",
+        ],
+    );
 }
 
 /// The real Snowflake CLI, against a fake account whose SHOW IMAGE
@@ -669,11 +662,10 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
     let Some(snow_bin) = snowflake::real_snow_bin() else {
         return;
     };
-    let build = run_with_timeout(
-        Command::new(repo_root().join("scripts/build")).env("CONTAINER_ENGINE", "podman"),
+    run_build(
+        build_command(&[]).env("CONTAINER_ENGINE", "podman"),
         Duration::from_secs(600),
     );
-    assert_success("CONTAINER_ENGINE=podman scripts/build", &build);
     let Some(registry) = Registry::start() else {
         return;
     };
@@ -682,13 +674,10 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
         "other-org-other-acct.registry.snowflakecomputing.com",
     );
     let no_docker = TempDir::new("no-docker");
-    let docker = no_docker.join("docker");
-    fs::write(
-        &docker,
+    write_executable(
+        &no_docker.join("docker"),
         "#!/bin/sh\necho \"docker was called: $*\" >&2\nexit 99\n",
-    )
-    .unwrap();
-    fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let credentials = TempDir::new("podman-credentials");
     let repository_url = format!("{}/{REPOSITORY}", registry.addr);
     let mut cmd = fake.command(repo_root().join("scripts/push"));

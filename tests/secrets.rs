@@ -159,7 +159,7 @@ fn neither_the_token_nor_the_environment_ever_reaches_the_output() {
     let jail = Jail::new();
 
     // Success, at trace.
-    let server = serve(|request, _| echo("Bob", request));
+    let server = serve_echo("Bob");
     let outcome = run(&mut jail.job(&server.url()));
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(outcome.stdout.contains("Bob said Hello"), "{outcome}");

@@ -5,12 +5,13 @@
 
 mod common;
 
+use common::repo_root;
 use common::spcs::*;
 use std::fs;
 use std::path::PathBuf;
 
 fn spec_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spec")
+    repo_root().join("spec")
 }
 
 fn load(name: &str) -> miniserde::json::Value {

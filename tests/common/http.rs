@@ -2,16 +2,19 @@
 //! they saw.
 
 use std::collections::HashMap;
+use std::env;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use miniserde::json::{self, Number, Value};
 
-use super::skip_unless_ci;
+use super::{ChildGuard, assert_success, repo_root, run_with_timeout, skip_unless_ci};
 
 /// A request as a test server saw it.
 #[derive(Debug, Clone)]
@@ -85,9 +88,21 @@ pub fn echo(name: &str, request: &Request) -> Reply {
     let rows: Vec<String> = request
         .rows()
         .iter()
-        .map(|(i, text)| format!("[{i},{}]", json::to_string(&format!("{name} said {text}"))))
+        .map(|(i, text)| row(i, &format!("{name} said {text}")))
         .collect();
     Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
+}
+
+/// One row as the service function protocol and the output file write it:
+/// `[index,"text"]`, the text JSON-escaped.
+pub fn row(index: impl std::fmt::Display, text: &str) -> String {
+    format!("[{index},{}]", json::to_string(text))
+}
+
+/// A server that answers every request as the Tutorial 1 echo service
+/// does, as `name`.
+pub fn serve_echo(name: &'static str) -> Server {
+    serve(move |request, _| echo(name, request))
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 that answers every request with `handler`
@@ -222,6 +237,32 @@ pub fn read_raw_request(stream: &TcpStream) -> Option<Request> {
     read_request(&mut BufReader::new(stream.try_clone().ok()?))
 }
 
+/// A peer that reads each request, writes `reply` (raw bytes, status line
+/// included) and closes the connection.
+pub fn canned(reply: impl Into<Vec<u8>>) -> SocketAddr {
+    let reply: Arc<Vec<u8>> = Arc::new(reply.into());
+    serve_raw(move |mut stream| {
+        if read_raw_request(&stream).is_some() {
+            let _ = stream.write_all(&reply);
+        }
+    })
+}
+
+/// The header line of a JSON body, for `http_reply`.
+pub const JSON: &str = "Content-Type: application/json\r\n";
+
+/// An HTTP/1.1 reply: the status line, `headers` (each ending in CRLF), a
+/// Content-Length that matches `body`, and the body.
+pub fn http_reply(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut reply = format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(body);
+    reply
+}
+
 /// Closes `stream` with a TCP RST instead of a FIN: SO_LINGER on, timeout 0.
 pub fn reset(stream: TcpStream) {
     use std::os::fd::AsRawFd;
@@ -297,4 +338,129 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The project's Rust echo server (examples/echo_service.rs), built with the
+/// same profile as the tests if cargo has not built it already.
+pub fn echo_service_binary() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        // The test executable lives in target/<triple>/<profile>/deps/.
+        let exe = env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let path = profile_dir.join("examples/echo_service");
+        if !path.exists() {
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.current_dir(repo_root())
+                .args(["build", "--locked", "--example", "echo_service"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let out = run_with_timeout(&mut cmd, Duration::from_secs(600));
+            assert_success("cargo build --example echo_service", &out);
+        }
+        assert!(
+            path.exists(),
+            "{} missing after building it",
+            path.display()
+        );
+        path
+    })
+    .clone()
+}
+
+/// A running Tutorial 1 echo service on 127.0.0.1, stopped on drop.
+pub struct EchoService {
+    child: Option<ChildGuard>,
+    pub addr: SocketAddr,
+}
+
+impl EchoService {
+    /// Starts it on `port` (0 for any free port), with CHARACTER_NAME set to
+    /// `character_name` or unset for None, and waits until it says where it
+    /// listens.
+    pub fn start(port: u16, character_name: Option<&str>) -> EchoService {
+        let mut command = Command::new(echo_service_binary());
+        command
+            .env("SERVER_HOST", "127.0.0.1")
+            .env("SERVER_PORT", port.to_string())
+            .env_remove("CHARACTER_NAME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(name) = character_name {
+            command.env("CHARACTER_NAME", name);
+        }
+        let mut child = command.spawn().expect("start the echo service");
+        let stderr = child.stderr.take().unwrap();
+        let guard = ChildGuard(child);
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the echo service did not say it was listening within 10 s");
+        let addr: SocketAddr = line
+            .strip_prefix("echo_service listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the echo service: {line}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address in the echo service's first line {line:?}"));
+        assert_ne!(addr.port(), 0, "the actual port is printed");
+        EchoService {
+            child: Some(guard),
+            addr,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.child.take();
+        // The port must refuse connections from here on.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(self.addr).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "echo service still answers after kill"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers.
+/// `accepted` receives one message per accepted connection.
+pub struct SilentServer {
+    pub addr: SocketAddr,
+    pub accepted: mpsc::Receiver<()>,
+    _held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let keep = Arc::clone(&held);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                keep.lock().unwrap().push(stream);
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        SilentServer {
+            addr,
+            accepted: rx,
+            _held: held,
+        }
+    }
 }

@@ -70,6 +70,12 @@ pub fn job_with_bind_mount(service_url: &str, source: &Path, target: &Path) -> O
     Some(Job { command })
 }
 
+/// The job with `resolv_conf` over its /etc/resolv.conf, to meet DNS as a
+/// test sets it up; as `job_with_bind_mount`.
+pub fn job_with_resolv_conf(service_url: &str, resolv_conf: &Path) -> Option<Job> {
+    job_with_bind_mount(service_url, resolv_conf, Path::new("/etc/resolv.conf"))
+}
+
 impl Job {
     pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Job {
         self.command.env(name, value);
@@ -250,6 +256,13 @@ pub fn without_timestamps(s: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Writes the job's input file, `input.txt` in `dir`, and returns its path.
+pub fn write_input(dir: &Path, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join("input.txt");
+    std::fs::write(&path, text).expect("write input");
+    path
 }
 
 /// Sends `signal` to a child process.

@@ -11,18 +11,27 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{TempDir, skip_unless_ci, succeeds};
+use super::{TempDir, repo_root, skip_unless_ci, succeeds};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+/// The variables scripts/push and scripts/execute-job read: a test sets
+/// the ones it means, and none come from whoever runs the tests.
+pub const SCRIPT_SETTINGS: [&str; 8] = [
+    "COMPUTE_POOL",
+    "JOB_NAME",
+    "IMAGE",
+    "SERVICE_URL",
+    "STAGE",
+    "SNOW_CONNECTION",
+    "REPOSITORY_URL",
+    "CONTAINER_ENGINE",
+];
 
 /// The directory holding the real `snow`: $S2S_SNOW_BIN, else
 /// target/snow-venv/bin. None, after `skip_unless_ci`, when it is missing.
 pub fn real_snow_bin() -> Option<PathBuf> {
     let dir = env::var_os("S2S_SNOW_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/snow-venv/bin"));
+        .unwrap_or_else(|| repo_root().join("target/snow-venv/bin"));
     if succeeds(dir.join("snow"), &["--version"]) {
         return Some(dir);
     }
@@ -54,7 +63,7 @@ impl FakeSnowflake {
         let log_path = state.join("fake_snowflake.log");
         let log = fs::File::create(&log_path).unwrap();
         let child = Command::new("python3")
-            .arg(repo().join("tests/peers/fake_snowflake.py"))
+            .arg(repo_root().join("tests/peers/fake_snowflake.py"))
             .env("FAKE_SNOWFLAKE_DIR", &*state)
             .env(
                 "FAKE_SNOWFLAKE_JOB_BINARY",
@@ -130,16 +139,7 @@ impl FakeSnowflake {
         // (169.254.169.254 and others) to report its platform.
         .env("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
         .stdin(Stdio::null());
-        for var in [
-            "COMPUTE_POOL",
-            "JOB_NAME",
-            "IMAGE",
-            "SERVICE_URL",
-            "STAGE",
-            "SNOW_CONNECTION",
-            "REPOSITORY_URL",
-            "CONTAINER_ENGINE",
-        ] {
+        for var in SCRIPT_SETTINGS {
             cmd.env_remove(var);
         }
         cmd
