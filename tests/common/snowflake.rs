@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::job::binary;
 use super::{TempDir, repo_root, skip_unless_ci, succeeds};
 
 /// The variables scripts/push and scripts/execute-job read: a test sets
@@ -65,10 +66,9 @@ impl FakeSnowflake {
         let child = Command::new("python3")
             .arg(repo_root().join("tests/peers/fake_snowflake.py"))
             .env("FAKE_SNOWFLAKE_DIR", &*state)
-            .env(
-                "FAKE_SNOWFLAKE_JOB_BINARY",
-                env!("CARGO_BIN_EXE_service-to-service"),
-            )
+            // The jobs it runs are the binary under test, as S2S_BINARY
+            // picks it for the passes over the shipped builds.
+            .env("FAKE_SNOWFLAKE_JOB_BINARY", binary())
             .env("FAKE_SNOWFLAKE_REGISTRY", registry)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
