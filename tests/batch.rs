@@ -368,10 +368,7 @@ fn output_is_copied_into_place_where_rename_fails() {
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(
-        outcome
-            .lines("DEBUG")
-            .iter()
-            .any(|l| l.contains("Cannot rename into place")),
+        outcome.logged("DEBUG", "Cannot rename into place"),
         "{outcome}"
     );
     assert_eq!(read_output(&backing), ["[0,\"echo a\"]", "[1,\"echo b\"]"]);

@@ -211,10 +211,7 @@ fn sigterm_and_sigint_stop_a_waiting_job_at_once() {
         let outcome = finish(child, sent);
         assert_eq!(outcome.code, Some(status), "{outcome}");
         assert!(outcome.elapsed < Duration::from_secs(1), "{outcome}");
-        assert!(
-            outcome.lines("WARNING").iter().any(|w| w.contains(name)),
-            "{outcome}"
-        );
+        assert!(outcome.logged("WARNING", name), "{outcome}");
         assert!(outcome.errors().is_empty(), "{outcome}");
     }
 }

@@ -76,10 +76,7 @@ fn output_lands_where_rename_and_chmod_are_refused() {
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(
-        outcome
-            .lines("DEBUG")
-            .iter()
-            .any(|l| l.contains("Cannot rename into place")),
+        outcome.logged("DEBUG", "Cannot rename into place"),
         "{outcome}"
     );
     assert_eq!(

@@ -112,6 +112,15 @@ impl Registry {
         Ok((status, head, body))
     }
 
+    /// GET of service_to_service:latest's manifest, in either format an
+    /// engine may have pushed.
+    fn latest_manifest(&self) -> std::io::Result<(u16, String, Vec<u8>)> {
+        self.get(
+            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+    }
+
     fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
         self.storage
@@ -300,12 +309,7 @@ fn push_round_trips_through_a_local_registry() {
 
     // The registry holds exactly what was reported: the manifest under that
     // digest, one layer of that size, and the layer is the built binary.
-    let (status, head, body) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, head, body) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200, "{head}");
     assert!(
         head.to_ascii_lowercase()
@@ -401,12 +405,7 @@ fn push_round_trips_through_a_local_registry() {
         if docker { Some(0) } else { None },
         "the push after a rebuild moved layer bytes:\n{third}"
     );
-    let (status, head, body) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, head, body) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200, "{head}");
     let manifest: Value = json::from_str(&text(&body)).unwrap();
     let Value::Array(layers) = object_field(&manifest, "layers") else {
@@ -582,12 +581,7 @@ fn push_with_the_real_snow_logs_in_to_the_repository_host() {
     // user 0sessiontoken, password what snow printed ({"token": ...}).
     assert_eq!(stored_token(&credentials, &registry.addr), *token);
 
-    let (status, _, _) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, _, _) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200);
     engine_ok(&engine, &["rmi", &remote]);
 }
@@ -708,12 +702,7 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
             "the token was printed"
         );
     }
-    let (status, _, _) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, _, _) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200);
     engine_ok("podman", &["rmi", &remote]);
 }

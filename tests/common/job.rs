@@ -167,6 +167,11 @@ impl Outcome {
             .collect()
     }
 
+    /// Whether a log line at `level` contains `needle`.
+    pub fn logged(&self, level: &str, needle: &str) -> bool {
+        self.lines(level).iter().any(|line| line.contains(needle))
+    }
+
     pub fn errors(&self) -> Vec<String> {
         self.lines("ERROR")
     }

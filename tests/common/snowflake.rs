@@ -154,24 +154,20 @@ impl FakeSnowflake {
 
     /// Every SQL text received, in order.
     pub fn sql(&self) -> Vec<String> {
-        self.requests()
-            .iter()
-            .filter_map(|r| match r {
-                Value::Object(o) => match o.get("sql") {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
+        self.received("sql")
     }
 
     /// The request paths received, in order.
     pub fn paths(&self) -> Vec<String> {
+        self.received("path")
+    }
+
+    /// The string `key` of each request recorded that has one, in order.
+    fn received(&self, key: &str) -> Vec<String> {
         self.requests()
             .iter()
             .filter_map(|r| match r {
-                Value::Object(o) => match o.get("path") {
+                Value::Object(o) => match o.get(key) {
                     Some(Value::String(s)) => Some(s.clone()),
                     _ => None,
                 },
