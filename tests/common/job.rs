@@ -1,14 +1,14 @@
 //! The job under test as a process: started with a clean environment, run
 //! to its end, and its output read back as log records.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{skip_unless_ci, succeeds};
+use super::{drain, skip_unless_ci, succeeds, text};
 
 /// The binary the suites drive: the one `S2S_BINARY` names, so that
 /// `scripts/test` can run them again against the release and tiny builds
@@ -288,23 +288,13 @@ pub fn finish_with_peak_rss(child: Child, started: Instant) -> (Outcome, u64) {
     wait_with_peak_rss(child, output, started)
 }
 
-type OutputReaders = (thread::JoinHandle<String>, thread::JoinHandle<String>);
+type OutputReaders = (thread::JoinHandle<Vec<u8>>, thread::JoinHandle<Vec<u8>>);
 
 /// Threads that read a child's stdout and stderr to their end.
 fn read_output(child: &mut Child) -> OutputReaders {
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    (out, err)
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    (drain(stdout), drain(stderr))
 }
 
 fn wait_with_peak_rss(child: Child, (out, err): OutputReaders, started: Instant) -> (Outcome, u64) {
@@ -318,8 +308,8 @@ fn wait_with_peak_rss(child: Child, (out, err): OutputReaders, started: Instant)
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     let outcome = Outcome {
         code,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: text(&out.join().unwrap_or_default()),
+        stderr: text(&err.join().unwrap_or_default()),
         elapsed: started.elapsed(),
     };
     (outcome, usage.ru_maxrss as u64)
