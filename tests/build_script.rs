@@ -2,51 +2,27 @@
 //! Needs no engine: a stand-in `docker` that never answers is put first on
 //! PATH.
 
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
-use std::env;
+use common::docker::*;
+use common::*;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-fn build_script(path_prefix: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> Output {
-    let path = format!(
-        "{}:{}",
-        path_prefix.display(),
-        env::var("PATH").unwrap_or_default()
-    );
-    let mut cmd = Command::new(repo_root().join("scripts/build"));
-    cmd.env("PATH", path)
-        .env_remove("CONTAINER_ENGINE")
-        .args(args);
+fn build_script(vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = build_command(args);
+    let _engines = without_engine(&mut cmd);
     for (k, v) in vars {
         cmd.env(k, v);
     }
     run_with_timeout(&mut cmd, Duration::from_secs(900))
 }
 
-fn silent_engine() -> TempDir {
-    let dir = TempDir::new("no-engine");
-    for engine in ["docker", "podman"] {
-        let path = dir.path().join(engine);
-        fs::write(
-            &path,
-            "#!/bin/sh\necho \"engine stand-in: $*\" >&2\nexit 1\n",
-        )
-        .unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn without_an_engine_it_builds_the_binary_and_says_so_in_one_line() {
-    let dir = silent_engine();
     for engine in ["docker", "podman"] {
-        let out = build_script(dir.path(), &[("CONTAINER_ENGINE", engine)], &[]);
+        let out = build_script(&[("CONTAINER_ENGINE", engine)], &[]);
         assert_success("scripts/build without an engine", &out);
         let stdout = text(&out.stdout);
         let binary = repo_root().join(format!("target/{MUSL}/release/service-to-service"));
@@ -73,7 +49,6 @@ fn without_an_engine_it_builds_the_binary_and_says_so_in_one_line() {
 
 #[test]
 fn bad_arguments_fail_in_one_line() {
-    let dir = silent_engine();
     for (vars, args, expected) in [
         (vec![], vec!["--bogus"], "unknown argument '--bogus'"),
         (
@@ -88,7 +63,7 @@ fn bad_arguments_fail_in_one_line() {
             "SOURCE_DATE_EPOCH must be a whole number",
         ),
     ] {
-        let out = build_script(dir.path(), &vars, &args);
+        let out = build_script(&vars, &args);
         assert!(!out.status.success(), "{args:?} {vars:?}");
         let stderr = text(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -99,19 +74,19 @@ fn bad_arguments_fail_in_one_line() {
 
 #[test]
 fn help_describes_the_tiny_build_and_the_engine_choice() {
-    let dir = silent_engine();
-    let out = build_script(dir.path(), &[], &["--help"]);
+    let out = build_script(&[], &["--help"]);
     assert_success("scripts/build --help", &out);
     let help = text(&out.stdout);
-    for word in [
-        "--tiny",
-        "--unstripped",
-        "--tag",
-        "SOURCE_DATE_EPOCH",
-        "CONTAINER_ENGINE",
-        "Dockerfile.scratch",
-        "service_to_service:tiny",
-    ] {
-        assert!(help.contains(word), "--help does not mention {word}");
-    }
+    assert_help_mentions(
+        &help,
+        &[
+            "--tiny",
+            "--unstripped",
+            "--tag",
+            "SOURCE_DATE_EPOCH",
+            "CONTAINER_ENGINE",
+            "Dockerfile.scratch",
+            "service_to_service:tiny",
+        ],
+    );
 }

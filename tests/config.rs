@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::http::*;
+use common::job::*;
 use common::*;
-
-fn bob() -> Server {
-    serve(|request, _| echo("Bob", request))
-}
 
 /// Asserts exit 64 before any request, with one ERROR line naming the
 /// variable and containing each of `says` (what is wrong, what is right).
@@ -37,7 +35,7 @@ const DURATION_EXAMPLE: &str = "expected a duration such as 250ms, 5s, 2m or a n
 
 #[test]
 fn bad_service_urls_exit_64_saying_what_would_be_right() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let cases: &[(&str, &[&str])] = &[
         ("", &["is empty", URL_EXAMPLE]),
         ("   ", &["is empty", URL_EXAMPLE]),
@@ -80,7 +78,7 @@ fn bad_service_urls_exit_64_saying_what_would_be_right() {
 
 #[test]
 fn bad_durations_exit_64_saying_what_would_be_right() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let cases: &[(&str, &[&str])] = &[
         ("5d", &["has unknown unit \"d\"", "use ms, s, m or h"]),
         ("30sec", &["has unknown unit \"sec\"", "use ms, s, m or h"]),
@@ -147,7 +145,7 @@ fn with_password(url: &str) -> String {
 #[test]
 fn a_password_in_the_url_is_never_logged_on_any_path() {
     // Success (tests/job.rs also checks the Authorization header).
-    let server = bob();
+    let server = serve_echo("Bob");
     let outcome = job(&with_password(&server.url()))
         .env("RUST_LOG", "trace")
         .run();
@@ -274,15 +272,8 @@ fn a_password_in_the_url_is_never_logged_on_any_path() {
 
 #[test]
 fn an_ipv6_literal_works() {
-    let listener = match TcpListener::bind("[::1]:0") {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!(
-                "\n*** SKIPPED an_ipv6_literal_works: cannot bind [::1] ({error}); \
-                 this machine has no IPv6 loopback ***\n"
-            );
-            return;
-        }
+    let Some(listener) = ipv6_loopback() else {
+        return;
     };
     let server = serve_on(listener, |request, _| echo("Bob", request));
     let url = server.url();
@@ -301,7 +292,7 @@ fn an_ipv6_literal_works() {
 
 #[test]
 fn a_query_string_is_kept() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let url = format!("{}?x=1&name=a%20b&empty=", server.url());
     let outcome = job(&url).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
@@ -333,7 +324,7 @@ fn mixed_text(bytes: usize) -> String {
 /// is checked here; 1 MiB of text goes through INPUT_FILE (next test).
 #[test]
 fn the_largest_echo_text_linux_allows_round_trips() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let largest = mixed_text(131_072 - "ECHO_TEXT=".len() - 1);
     let (outcome, peak_kib) = job(&server.url()).env("ECHO_TEXT", &largest).run_with_rss();
     assert_eq!(outcome.code, Some(0), "exit {:?}", outcome.code);
@@ -358,11 +349,10 @@ fn the_largest_echo_text_linux_allows_round_trips() {
 
 #[test]
 fn one_mib_of_text_round_trips_as_an_input_line() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let text = mixed_text(1 << 20);
-    let dir = temp_dir("one-mib");
-    let input = dir.join("input.txt");
-    std::fs::write(&input, format!("{text}\n")).expect("write input");
+    let dir = TempDir::new("one-mib");
+    let input = write_input(&dir, format!("{text}\n"));
     let (outcome, peak_kib) = job(&server.url()).env("INPUT_FILE", &input).run_with_rss();
     assert_eq!(outcome.code, Some(0), "exit {:?}", outcome.code);
     assert_eq!(server.requests()[0].rows(), vec![(0, text.clone())]);
@@ -375,5 +365,4 @@ fn one_mib_of_text_round_trips_as_an_input_line() {
     );
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
     eprintln!("observed: 1 MiB input line: exit 0, peak RSS {peak_kib} KiB");
-    let _ = std::fs::remove_dir_all(&dir);
 }

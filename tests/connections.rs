@@ -5,31 +5,29 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
-fn write_rows(dir: &Path, rows: &[String]) -> String {
-    let path = dir.join("input.txt");
-    std::fs::write(&path, format!("{}\n", rows.join("\n"))).expect("write input");
-    path.display().to_string()
+fn write_rows(dir: &Path, rows: &[String]) -> PathBuf {
+    write_input(dir, format!("{}\n", rows.join("\n")))
 }
 
-fn expected_output(rows: &[String]) -> String {
+/// The output file for `rows`, each answered `<prefix><row>`.
+fn expected_output(rows: &[String], prefix: &str) -> String {
     rows.iter()
         .enumerate()
-        .map(|(i, row)| {
-            let reply = miniserde::json::to_string(&format!("Bob said {row}"));
-            format!("[{i},{reply}]\n")
-        })
+        .map(|(i, text)| row(i, &format!("{prefix}{text}")) + "\n")
         .collect()
 }
 
 #[test]
 fn a_request_many_times_the_send_buffer_arrives_whole() {
-    let server = serve(|request, _| echo("Bob", request));
-    let dir = temp_dir("large-request");
+    let server = serve_echo("Bob");
+    let dir = TempDir::new("large-request");
     // 300 rows of 1,000 characters: one request of about 300 KB, 19 times
     // the 16 KiB send buffer, with quotes and non-ASCII to escape.
     let rows: Vec<String> = (0..300)
@@ -49,14 +47,14 @@ fn a_request_many_times_the_send_buffer_arrives_whole() {
     assert_eq!(sent, rows);
     assert_eq!(
         std::fs::read_to_string(&output).expect("output"),
-        expected_output(&rows)
+        expected_output(&rows, "Bob said ")
     );
 }
 
 #[test]
 fn bodies_around_the_send_buffer_size_arrive_whole_over_one_connection() {
-    let server = serve(|request, _| echo("Bob", request));
-    let dir = temp_dir("buffer-edges");
+    let server = serve_echo("Bob");
+    let dir = TempDir::new("buffer-edges");
     // One batch per body size, from a few bytes under half the 16 KiB
     // buffer (where a request is held back whole) to a few over all of it.
     let mut rows = Vec::new();
@@ -73,7 +71,7 @@ fn bodies_around_the_send_buffer_size_arrive_whole_over_one_connection() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(
         std::fs::read_to_string(&output).expect("output"),
-        expected_output(&rows)
+        expected_output(&rows, "Bob said ")
     );
     assert_eq!(server.connections.load(Ordering::SeqCst), 1, "{outcome}");
     assert!(outcome.lines("WARN").is_empty(), "{outcome}");
@@ -86,20 +84,10 @@ fn a_peer_that_closes_after_each_reply_gets_every_row_once() {
     // batch the peer already answered.
     let addr = serve_raw(|stream| {
         if let Some(request) = read_raw_request(&stream) {
-            let rows: Vec<String> = request
-                .rows()
-                .iter()
-                .map(|(i, text)| format!("[{i},{}]", miniserde::json::to_string(text)))
-                .collect();
-            let body = format!("{{\"data\":[{}]}}", rows.join(","));
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = std::io::Write::write_all(&mut &stream, reply.as_bytes());
+            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request));
         }
     });
-    let dir = temp_dir("closing-peer");
+    let dir = TempDir::new("closing-peer");
     let rows: Vec<String> = (0..50).map(|i| format!("row {i}")).collect();
     let input = write_rows(&dir, &rows);
     let output = dir.join("out.jsonl");
@@ -109,17 +97,15 @@ fn a_peer_that_closes_after_each_reply_gets_every_row_once() {
         .env("BATCH_SIZE", "5")
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    let expected: String = rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| format!("[{i},{}]\n", miniserde::json::to_string(row)))
-        .collect();
-    assert_eq!(std::fs::read_to_string(&output).expect("output"), expected);
+    assert_eq!(
+        std::fs::read_to_string(&output).expect("output"),
+        expected_output(&rows, "")
+    );
 }
 
 #[test]
 fn a_url_too_long_for_any_request_head_is_a_configuration_error() {
-    let server = serve(|request, _| echo("Bob", request));
+    let server = serve_echo("Bob");
     let url = format!("{}?{}", server.url(), "q".repeat(20_000));
     let outcome = job(&url).run();
     outcome.assert_fails(
@@ -135,26 +121,22 @@ fn a_url_too_long_for_any_request_head_is_a_configuration_error() {
 
 // ------------------------------------------------ what real servers do
 
-/// The reply a well-behaved echo service gives `request`, with
-/// `extra_headers` (each ending in CRLF).
-fn echo_reply(request: &Request, extra_headers: &str) -> Vec<u8> {
+/// The reply a well-behaved echo service gives `request`, each row's text
+/// as it came.
+fn echo_reply(request: &Request) -> Vec<u8> {
     let rows: Vec<String> = request
         .rows()
         .iter()
-        .map(|(i, text)| format!("[{i},{}]", miniserde::json::to_string(text)))
+        .map(|(i, text)| row(i, text))
         .collect();
     let body = format!("{{\"data\":[{}]}}", rows.join(","));
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    http_reply("200 OK", "", body.as_bytes())
 }
 
 /// `rows` one-row requests over one kept-alive connection at a time, with
 /// no retries allowed.
 fn one_row_requests(url: &str, rows: usize, name: &str) -> (Outcome, String) {
-    let dir = temp_dir(name);
+    let dir = TempDir::new(name);
     let texts: Vec<String> = (0..rows).map(|i| format!("row {i}")).collect();
     let input = write_rows(&dir, &texts);
     let output = dir.join("out.jsonl");
@@ -173,19 +155,12 @@ fn one_row_requests(url: &str, rows: usize, name: &str) -> (Outcome, String) {
         "{outcome}\n(written: {} lines)",
         written.lines().count()
     );
-    assert_eq!(written, expected_echo(&texts));
+    assert_eq!(written, expected_output(&texts, ""));
     assert!(
         outcome.lines("WARNING").is_empty(),
         "no retry was needed:\n{outcome}"
     );
     (outcome, written)
-}
-
-fn expected_echo(rows: &[String]) -> String {
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| format!("[{i},{}]\n", miniserde::json::to_string(row)))
-        .collect()
 }
 
 /// How many requests went out again on a new connection, as the job logs
@@ -208,7 +183,7 @@ fn a_kept_alive_connection_closed_as_the_next_request_arrives_costs_no_retry() {
         let Some(request) = read_raw_request(&stream) else {
             return;
         };
-        if std::io::Write::write_all(&mut &stream, &echo_reply(&request, "")).is_ok() {
+        if std::io::Write::write_all(&mut &stream, &echo_reply(&request)).is_ok() {
             // The next request arrives, and the connection closes under it.
             let _ = read_raw_request(&stream);
         }
@@ -223,7 +198,7 @@ fn a_kept_alive_connection_reset_as_the_next_request_arrives_costs_no_retry() {
         let Some(request) = read_raw_request(&stream) else {
             return;
         };
-        if std::io::Write::write_all(&mut &stream, &echo_reply(&request, "")).is_ok() {
+        if std::io::Write::write_all(&mut &stream, &echo_reply(&request)).is_ok() {
             let mut first = [0u8; 1];
             if std::io::Read::read(&mut &stream, &mut first).is_ok() {
                 reset(stream);
@@ -240,7 +215,7 @@ fn a_server_that_closes_after_each_reply_without_saying_so_needs_no_retry() {
     // requests, none retried, each answered once in order.
     let addr = serve_raw(|stream| {
         if let Some(request) = read_raw_request(&stream) {
-            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request, ""));
+            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request));
         }
     });
     one_row_requests(&format!("http://{addr}/echo"), 200, "closes-after");
@@ -250,7 +225,7 @@ fn a_server_that_closes_after_each_reply_without_saying_so_needs_no_retry() {
 fn a_server_that_resets_after_each_reply_needs_no_retry() {
     let addr = serve_raw(|stream| {
         if let Some(request) = read_raw_request(&stream) {
-            if std::io::Write::write_all(&mut &stream, &echo_reply(&request, "")).is_ok() {
+            if std::io::Write::write_all(&mut &stream, &echo_reply(&request)).is_ok() {
                 // Let the reply arrive before the reset does.
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 reset(stream);
@@ -279,7 +254,7 @@ fn a_reset_in_the_middle_of_a_body_that_ends_at_close_is_retried() {
             std::thread::sleep(std::time::Duration::from_millis(50));
             reset(stream);
         } else {
-            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request, ""));
+            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request));
         }
     });
     let outcome = job(&format!("http://{addr}/echo")).run();
@@ -307,7 +282,7 @@ fn memory_follows_the_bytes_received_not_the_length_declared() {
             }
         }
     });
-    let dir = temp_dir("declared-10-mib");
+    let dir = TempDir::new("declared-10-mib");
     let texts: Vec<String> = (0..256).map(|i| format!("row {i}")).collect();
     let input = write_rows(&dir, &texts);
     let (outcome, peak_kib) = job(&format!("http://{addr}/echo"))

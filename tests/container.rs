@@ -8,12 +8,13 @@
 //! Without an engine they skip with one loud line, except with CI=true,
 //! where they fail.
 
-#[path = "common/dns.rs"]
-mod dns;
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
+use common::dns;
+use common::docker::*;
+use common::http::{EchoService, SilentServer};
+use common::job::{log_records, parse_log_line};
+use common::*;
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -42,15 +43,15 @@ fn assert_says_bob_said_hello(what: &str, out: &std::process::Output) {
     let url = "http://echo-service:8000/echo";
     assert_eq!(
         parse_log_line(lines[0]),
-        ("INFO", format!("Calling {url} with input Hello").as_str()),
+        Some(("INFO", format!("Calling {url} with input Hello").as_str())),
         "{what}"
     );
     assert_eq!(
         parse_log_line(lines[1]),
-        (
+        Some((
             "INFO",
             format!("Received response from {url}: Bob said Hello").as_str()
-        ),
+        )),
         "{what}"
     );
     assert!(lines[1].ends_with("Bob said Hello"));
@@ -63,7 +64,7 @@ fn job_container_says_bob_said_hello_then_fails_without_the_service() {
     };
     let builds = builds(&engine);
     let _port = port_8000();
-    let mut echo = EchoService::start(8000, "Bob");
+    let mut echo = EchoService::start(8000, Some("Bob"));
     let url = "http://echo-service:8000/echo";
 
     for build in &builds {
@@ -104,7 +105,7 @@ fn job_container_says_bob_said_hello_then_fails_without_the_service() {
             build.tag,
             text(&out.stderr)
         );
-        let levels: Vec<&str> = stdout.lines().map(|l| parse_log_line(l).0).collect();
+        let levels: Vec<&str> = log_records(&stdout).iter().map(|r| r.0).collect();
         assert!(
             levels.contains(&"WARNING"),
             "{}: no retry WARNING line:\n{stdout}",
@@ -133,15 +134,12 @@ fn job_container_finds_the_service_through_spcs_search_domains() {
     let Some(engine) = require_engine() else {
         return;
     };
-    if let Some(missing) = dns::unavailable() {
-        assert!(!in_ci(), "CI=true but this test needs {missing}");
-        loud(&format!("!!!!! SKIPPED: this test needs {missing} !!!!!"));
+    if !dns::available() {
         return;
     }
     let name = "echo-service.abc123.svc.spcs.internal";
-    let dir = TempDir::new("dns");
-    let dns = dns::Dnsmasq::start(dir.path(), &[format!("--address=/{name}/127.0.0.1")]);
-    let echo = EchoService::start(0, "Bob");
+    let dns = dns::Dnsmasq::start(&[format!("--address=/{name}/127.0.0.1")]);
+    let echo = EchoService::start(0, Some("Bob"));
     let url = format!("http://echo-service:{}/echo", echo.addr.port());
     // Docker writes --dns as given, even a loopback address, with the host
     // network; other engines get the file itself.
@@ -257,8 +255,7 @@ fn docker_stop_ends_a_waiting_job_within_2_seconds() {
         );
         let logs = text(&logs.stdout);
         assert!(
-            logs.lines()
-                .any(|l| l.starts_with("service-to-service [") && parse_log_line(l).0 == "WARNING"),
+            log_records(&logs).iter().any(|r| r.0 == "WARNING"),
             "{}: no WARNING line about the signal:\n{logs}",
             build.tag
         );
@@ -332,20 +329,20 @@ fn image_is_one_layer_one_file_non_root_amd64() {
 
         // Its one layer holds exactly one file, the binary itself, 0755.
         let dir = TempDir::new("save");
-        let archive = dir.path().join("image.tar");
+        let archive = dir.join("image.tar");
         engine_ok(&engine, &["save", "-o", archive.to_str().unwrap(), tag]);
         let untar = Command::new("tar")
             .arg("-xf")
             .arg(&archive)
             .arg("-C")
-            .arg(dir.path())
+            .arg(&dir)
             .status()
             .unwrap();
         assert!(untar.success());
-        let manifest = fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+        let manifest = fs::read_to_string(dir.join("manifest.json")).unwrap();
         let layers = manifest_layers(&manifest);
         assert_eq!(layers.len(), 1, "{tag}: {manifest}");
-        let layer = dir.path().join(&layers[0]);
+        let layer = dir.join(&layers[0]);
         let list = Command::new("tar")
             .arg("-tvf")
             .arg(&layer)
@@ -382,7 +379,7 @@ fn image_is_one_layer_one_file_non_root_amd64() {
             &engine,
             &["create", "--network", "host", "--name", &name, tag],
         );
-        let exported = dir.path().join("export.tar");
+        let exported = dir.join("export.tar");
         engine_ok(
             &engine,
             &["export", "-o", exported.to_str().unwrap(), &name],

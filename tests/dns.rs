@@ -6,34 +6,35 @@
 //! them; required under CI=true).
 
 mod common;
-#[path = "common/dns.rs"]
-mod dns;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::dns::{self, Broken, BrokenUpstream, Dnsmasq};
+use common::http::*;
+use common::job::*;
 use common::*;
-use dns::{Broken, BrokenUpstream, Dnsmasq};
 
 /// Where the first search domain puts the service.
 const FULL_NAME: &str = "echo-service.abc123.svc.spcs.internal";
 
 fn dnsmasq(extra: &[String]) -> Option<Dnsmasq> {
-    if let Some(missing) = dns::unavailable() {
-        skip_unless_ci(&missing);
+    if !dns::available() {
         return None;
     }
-    Some(Dnsmasq::start(&temp_dir("dns"), extra))
+    Some(Dnsmasq::start(extra))
 }
 
 /// The job with `dns`'s resolv.conf, sending to `echo-service` on `server`'s port.
 fn job_using(dns: &Dnsmasq, server: &Server) -> Option<Job> {
     let url = format!("http://echo-service:{}/echo", server.addr.port());
-    job_with_bind_mount(&url, &dns.resolv_conf(), Path::new("/etc/resolv.conf"))
+    job_with_resolv_conf(&url, &dns.resolv_conf())
 }
 
-fn bob() -> Server {
-    serve(|request, _| echo("Bob", request))
+/// The job against an echo service found through `dns`, with no retry:
+/// what its first lookup finds.
+fn first_lookup(dns: &Dnsmasq) -> Option<Outcome> {
+    let server = serve_echo("Bob");
+    Some(job_using(dns, &server)?.env("RETRY_DEADLINE", "0").run())
 }
 
 fn assert_bob_said_hello(outcome: &Outcome, dns: &Dnsmasq) {
@@ -57,11 +58,9 @@ fn an_a_record_with_nodata_for_aaaa_is_found_with_a_queries_only() {
     let Some(dns) = dnsmasq(&[format!("--host-record={FULL_NAME},127.0.0.1")]) else {
         return;
     };
-    let server = bob();
-    let Some(job) = job_using(&dns, &server) else {
+    let Some(outcome) = first_lookup(&dns) else {
         return;
     };
-    let outcome = job.env("RETRY_DEADLINE", "0").run();
     assert_bob_said_hello(&outcome, &dns);
     assert_eq!(dns.names_asked("A"), [FULL_NAME], "{}", dns.log());
     assert!(dns.names_asked("AAAA").is_empty(), "{}", dns.log());
@@ -74,11 +73,9 @@ fn an_a_record_with_nxdomain_for_aaaa_is_found() {
     let Some(dns) = dnsmasq(&[format!("--address=/{FULL_NAME}/127.0.0.1")]) else {
         return;
     };
-    let server = bob();
-    let Some(job) = job_using(&dns, &server) else {
+    let Some(outcome) = first_lookup(&dns) else {
         return;
     };
-    let outcome = job.env("RETRY_DEADLINE", "0").run();
     assert_bob_said_hello(&outcome, &dns);
     assert!(outcome.lines("WARNING").is_empty(), "{outcome}");
 }
@@ -93,11 +90,9 @@ fn a_failing_first_search_domain_is_passed_over(how: Broken) {
     ]) else {
         return;
     };
-    let server = bob();
-    let Some(job) = job_using(&dns, &server) else {
+    let Some(outcome) = first_lookup(&dns) else {
         return;
     };
-    let outcome = job.env("RETRY_DEADLINE", "0").run();
     assert_bob_said_hello(&outcome, &dns);
     let asked = dns.names_asked("A");
     let first = asked.iter().position(|name| name == FULL_NAME);
@@ -125,7 +120,7 @@ fn a_name_that_exists_nowhere_exits_69_after_the_deadline_naming_dns() {
     let Some(dns) = dnsmasq(&[]) else {
         return;
     };
-    let server = bob();
+    let server = serve_echo("Bob");
     let Some(job) = job_using(&dns, &server) else {
         return;
     };
@@ -151,13 +146,13 @@ fn a_name_that_exists_nowhere_exits_69_after_the_deadline_naming_dns() {
 
 #[test]
 fn a_service_that_appears_in_dns_later_is_retried_then_reached() {
-    let dir = temp_dir("dns-later");
+    let dir = TempDir::new("dns-later");
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "").expect("write hosts");
     let Some(dns) = dnsmasq(&[format!("--addn-hosts={}", hosts.display())]) else {
         return;
     };
-    let server = bob();
+    let server = serve_echo("Bob");
     let Some(job) = job_using(&dns, &server) else {
         return;
     };
@@ -175,11 +170,8 @@ fn a_service_that_appears_in_dns_later_is_retried_then_reached() {
     dns.reload();
     let outcome = finish(child, started);
     assert_bob_said_hello(&outcome, &dns);
-    let warnings = outcome.lines("WARNING");
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("DNS lookup of echo-service")),
+        outcome.logged("WARNING", "DNS lookup of echo-service"),
         "{outcome}"
     );
 }
@@ -188,12 +180,8 @@ fn a_service_that_appears_in_dns_later_is_retried_then_reached() {
 /// any family, and connects to [::1].
 #[test]
 fn an_ipv6_only_name_is_found_after_the_a_lookup() {
-    let listener = match std::net::TcpListener::bind("[::1]:0") {
-        Ok(listener) => listener,
-        Err(error) => {
-            skip_unless_ci(&format!("[::1] ({error})"));
-            return;
-        }
+    let Some(listener) = ipv6_loopback() else {
+        return;
     };
     let server = serve_on(listener, |request, _| echo("Bob", request));
     let Some(dns) = dnsmasq(&[format!("--host-record={FULL_NAME},::1")]) else {
@@ -218,12 +206,8 @@ fn ip_literals_ask_no_dns() {
     let Some(dns) = dnsmasq(&[]) else {
         return;
     };
-    let server = bob();
-    let Some(job) = job_with_bind_mount(
-        &server.url(),
-        &dns.resolv_conf(),
-        Path::new("/etc/resolv.conf"),
-    ) else {
+    let server = serve_echo("Bob");
+    let Some(job) = job_with_resolv_conf(&server.url(), &dns.resolv_conf()) else {
         return;
     };
     let outcome = job.run();
@@ -236,12 +220,12 @@ fn ip_literals_ask_no_dns() {
 /// job at RETRY_DEADLINE, naming DNS.
 #[test]
 fn request_timeout_and_retry_deadline_bound_a_lookup_that_hangs() {
-    if let Some(missing) = dns::unavailable() {
-        skip_unless_ci(&missing);
+    if !dns::available() {
         return;
     }
     let silent = BrokenUpstream::start(Broken::Silent);
-    let resolv = temp_dir("dns-hang").join("resolv.conf");
+    let dir = TempDir::new("dns-hang");
+    let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,
         format!(
@@ -251,9 +235,9 @@ fn request_timeout_and_retry_deadline_bound_a_lookup_that_hangs() {
         ),
     )
     .expect("write resolv.conf");
-    let server = bob();
+    let server = serve_echo("Bob");
     let url = format!("http://echo-service:{}/echo", server.addr.port());
-    let Some(job) = job_with_bind_mount(&url, &resolv, Path::new("/etc/resolv.conf")) else {
+    let Some(job) = job_with_resolv_conf(&url, &resolv) else {
         return;
     };
     let outcome = job

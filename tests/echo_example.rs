@@ -1,101 +1,33 @@
 //! Contract tests of `examples/echo_service.rs`, the project's own Tutorial 1
 //! echo service, over raw TCP.
 //!
-//! The example is not built here: a plain `cargo test` builds every example
-//! next to the binary under test (`target/<triple>/<profile>/examples/`).
-//! Each test starts its own server on an ephemeral port (`SERVER_PORT=0`) and
-//! learns the port from the startup line `echo_service listening on <addr>`.
+//! A plain `cargo test` builds every example next to the binary under test
+//! (`target/<triple>/<profile>/examples/`), and common::http builds it when
+//! it is not there. Each test starts its own server on an ephemeral port
+//! (`SERVER_PORT=0`) and learns the port from the startup line
+//! `echo_service listening on <addr>`.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+use common::http::EchoService;
+
 use miniserde::json::{self, Array, Number, Object, Value};
 
-const STARTUP_PREFIX: &str = "echo_service listening on ";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn example_path() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_service-to-service"));
-    let dir = bin.parent().expect("the binary has a parent directory");
-    dir.join("examples")
-        .join(format!("echo_service{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// A running example server, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts the example with `CHARACTER_NAME` set, or unset for `None`.
-    fn start(character_name: Option<&str>) -> Server {
-        let path = example_path();
-        assert!(
-            path.exists(),
-            "{} is missing: run the whole `cargo test` (it builds the examples) \
-             or `cargo build --example echo_service` first",
-            path.display()
-        );
-        let mut command = Command::new(&path);
-        command
-            .env("SERVER_PORT", "0")
-            .env("SERVER_HOST", "127.0.0.1")
-            .env_remove("CHARACTER_NAME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(name) = character_name {
-            command.env("CHARACTER_NAME", name);
-        }
-        let mut child = command.spawn().expect("start the echo example");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (sender, receiver) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = sender.send(line);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let line = receiver
-            .recv_timeout(TIMEOUT)
-            .expect("the startup line within 10 s");
-        let addr = line
-            .strip_prefix(STARTUP_PREFIX)
-            .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
-        server.addr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("bad address in startup line {line:?}"));
-        assert_ne!(server.addr.port(), 0, "the actual port is printed");
-        server
-    }
-
-    fn connect(&self) -> Client {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        Client {
-            writer: stream.try_clone().unwrap(),
-            reader: BufReader::new(stream),
-        }
+/// A raw HTTP/1.1 client on a new connection to `server`.
+fn connect(server: &EchoService) -> Client {
+    let stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    Client {
+        writer: stream.try_clone().unwrap(),
+        reader: BufReader::new(stream),
     }
 }
 
@@ -247,8 +179,8 @@ fn reply_rows(reply: &Reply) -> Vec<(String, String)> {
 
 #[test]
 fn healthcheck_answers_ready() {
-    let server = Server::start(None);
-    let mut client = server.connect();
+    let server = EchoService::start(0, None);
+    let mut client = connect(&server);
     let reply = client.get("/healthcheck");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "I'm ready!");
@@ -262,20 +194,20 @@ fn healthcheck_answers_ready() {
 
 #[test]
 fn echo_uses_character_name_and_defaults_to_i() {
-    let bob = Server::start(Some("Bob"));
-    let reply = bob.connect().post("/echo", r#"{"data": [[0, "Hello"]]}"#);
+    let bob = EchoService::start(0, Some("Bob"));
+    let reply = connect(&bob).post("/echo", r#"{"data": [[0, "Hello"]]}"#);
     assert_eq!(reply.text(), r#"{"data":[[0,"Bob said Hello"]]}"#);
     assert_eq!(reply.header("content-type"), Some("application/json"));
 
-    let default = Server::start(None);
-    let reply = default.connect().post("/echo", r#"{"data":[[0,"Hello"]]}"#);
+    let default = EchoService::start(0, None);
+    let reply = connect(&default).post("/echo", r#"{"data":[[0,"Hello"]]}"#);
     assert_eq!(reply.text(), r#"{"data":[[0,"I said Hello"]]}"#);
 }
 
 #[test]
 fn strings_round_trip_exactly() {
-    let server = Server::start(Some("Bob \"the\" \\ builder é"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob \"the\" \\ builder é"));
+    let mut client = connect(&server);
     let texts = [
         "quote \" backslash \\ slash /",
         "newline \n return \r tab \t backspace \u{8} formfeed \u{c}",
@@ -317,8 +249,8 @@ fn strings_round_trip_exactly() {
 
 #[test]
 fn non_string_values_are_compact_json() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     let body = r#"{"data": [
         [0, { "a" : [1, 2.5, null, true, "x\"y"] }],
         [1, 42], [2, -7], [3, null], [4, false], [5, []], [6, {}]
@@ -341,8 +273,8 @@ fn non_string_values_are_compact_json() {
 
 #[test]
 fn indices_come_back_as_sent_and_extra_elements_are_ignored() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     let body = r#"{"data":[[7,"a"],[-1,"b"],["k","c"],[null,"d"],[3,"e","extra",1]]}"#;
     let got = reply_rows(&client.post("/echo", body));
     let indices: Vec<&str> = got.iter().map(|(i, _)| i.as_str()).collect();
@@ -352,8 +284,8 @@ fn indices_come_back_as_sent_and_extra_elements_are_ignored() {
 
 #[test]
 fn empty_or_missing_data_gets_empty_object() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     for body in [
         r#"{"data": []}"#,
         "{}",
@@ -369,8 +301,8 @@ fn empty_or_missing_data_gets_empty_object() {
 
 #[test]
 fn many_rows_keep_their_order() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     let rows = (0..2000)
         .map(|i| array(vec![index(i), string(&format!("row {i}"))]))
         .collect();
@@ -384,8 +316,8 @@ fn many_rows_keep_their_order() {
 
 #[test]
 fn bad_bodies_get_400_and_the_connection_stays_usable() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     for body in [
         "",
         "{",
@@ -412,8 +344,8 @@ fn bad_bodies_get_400_and_the_connection_stays_usable() {
 
 #[test]
 fn unknown_paths_404_and_wrong_methods_405() {
-    let server = Server::start(None);
-    let mut client = server.connect();
+    let server = EchoService::start(0, None);
+    let mut client = connect(&server);
     assert_eq!(client.get("/").status, 404);
     assert_eq!(client.get("/echo/x").status, 404);
     assert_eq!(client.post("/nope", "{}").status, 404);
@@ -427,8 +359,8 @@ fn unknown_paths_404_and_wrong_methods_405() {
 
 #[test]
 fn keep_alive_serves_many_requests_on_one_connection() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     for i in 0..200 {
         let reply = client.post("/echo", &format!(r#"{{"data":[[{i},"n{i}"]]}}"#));
         assert_eq!(reply.header("connection"), Some("keep-alive"));
@@ -441,8 +373,8 @@ fn keep_alive_serves_many_requests_on_one_connection() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     let mut burst = Vec::new();
     for i in 0..20 {
         let body = format!(r#"{{"data":[[{i},"p{i}"]]}}"#);
@@ -467,8 +399,8 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn chunked_request_bodies_are_accepted() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     client.send(
         b"POST /echo HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n\
           7\r\n{\"data\"\r\n\
@@ -484,8 +416,8 @@ fn chunked_request_bodies_are_accepted() {
 
 #[test]
 fn expect_100_continue_is_honoured() {
-    let server = Server::start(Some("Bob"));
-    let mut client = server.connect();
+    let server = EchoService::start(0, Some("Bob"));
+    let mut client = connect(&server);
     let body = r#"{"data":[[0,"after continue"]]}"#;
     client.send(
         format!(
@@ -505,21 +437,21 @@ fn expect_100_continue_is_honoured() {
 
 #[test]
 fn connection_close_and_http_1_0_end_the_connection() {
-    let server = Server::start(None);
+    let server = EchoService::start(0, None);
 
-    let mut client = server.connect();
+    let mut client = connect(&server);
     client.send(b"GET /healthcheck HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n");
     let reply = client.read_reply();
     assert_eq!(reply.text(), "I'm ready!");
     assert_eq!(reply.header("connection"), Some("close"));
     assert!(client.at_eof());
 
-    let mut client = server.connect();
+    let mut client = connect(&server);
     client.send(b"GET /healthcheck HTTP/1.0\r\n\r\n");
     assert_eq!(client.read_reply().text(), "I'm ready!");
     assert!(client.at_eof());
 
-    let mut client = server.connect();
+    let mut client = connect(&server);
     client.send(b"GET /healthcheck HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(client.read_reply().header("connection"), Some("keep-alive"));
     client.send(b"GET /healthcheck HTTP/1.0\r\n\r\n");
@@ -529,7 +461,7 @@ fn connection_close_and_http_1_0_end_the_connection() {
 
 #[test]
 fn malformed_requests_get_400_then_close() {
-    let server = Server::start(None);
+    let server = EchoService::start(0, None);
     for raw in [
         &b"NONSENSE\r\n\r\n"[..],
         b"GET /healthcheck HTTP/1.1\r\nno colon here\r\n\r\n",
@@ -537,7 +469,7 @@ fn malformed_requests_get_400_then_close() {
         b"POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ] {
-        let mut client = server.connect();
+        let mut client = connect(&server);
         client.send(raw);
         let reply = client.read_reply();
         assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(raw));
@@ -545,19 +477,19 @@ fn malformed_requests_get_400_then_close() {
         assert!(client.at_eof());
     }
     // A connection that closes mid-request does not disturb the server.
-    let mut client = server.connect();
+    let mut client = connect(&server);
     client.send(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"da");
     client.writer.shutdown(Shutdown::Write).unwrap();
     assert!(client.at_eof());
-    assert_eq!(server.connect().get("/healthcheck").text(), "I'm ready!");
+    assert_eq!(connect(&server).get("/healthcheck").text(), "I'm ready!");
 }
 
 #[test]
 fn concurrent_connections_are_served() {
-    let server = Server::start(Some("Bob"));
+    let server = EchoService::start(0, Some("Bob"));
     let addr = server.addr;
     // Hold one idle connection open: others must not wait for it.
-    let _idle = server.connect();
+    let _idle = connect(&server);
     let workers: Vec<_> = (0..8)
         .map(|worker| {
             thread::spawn(move || {

@@ -8,24 +8,17 @@
 //! table, and every `snow` and `scripts/execute-job` command of README's
 //! deploy section.
 
-#[path = "common/mod.rs"]
 mod common;
-#[path = "common/snowflake.rs"]
-mod snowflake;
-#[path = "common/spcs.rs"]
-mod spcs;
 
-use spcs::*;
-use std::env;
+use common::http::{Reply, serve, serve_echo};
+use common::job::job;
+use common::snowflake;
+use common::spcs::*;
+use common::*;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Installs a stand-in `snow` in `dir`. Each call writes its arguments,
 /// NUL-separated, to `dir/call-N`; a PUT also copies the uploaded file to
@@ -70,9 +63,7 @@ case "$q" in
         ;;
 esac
 "#;
-    let path = dir.join("snow");
-    fs::write(&path, script).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&dir.join("snow"), script);
 }
 
 fn calls(dir: &Path) -> Vec<Vec<String>> {
@@ -95,35 +86,19 @@ fn calls(dir: &Path) -> Vec<Vec<String>> {
 /// Runs scripts/execute-job with a clean set of its variables, the given
 /// ones, and `dir` (holding the stand-in snow, if any) first on PATH.
 fn execute_job(dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(repo().join("scripts/execute-job"));
+    let mut cmd = Command::new(repo_root().join("scripts/execute-job"));
     let path = format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display());
     cmd.env("PATH", path)
         .env("STANDIN_DIR", dir)
         .stdin(Stdio::null())
         .args(args);
-    for var in [
-        "COMPUTE_POOL",
-        "JOB_NAME",
-        "IMAGE",
-        "SERVICE_URL",
-        "STAGE",
-        "SNOW_CONNECTION",
-        "FAIL_EXECUTE",
-    ] {
+    for var in snowflake::SCRIPT_SETTINGS.iter().chain(&["FAIL_EXECUTE"]) {
         cmd.env_remove(var);
     }
     for (k, v) in vars {
         cmd.env(k, v);
     }
     cmd.output().expect("run scripts/execute-job")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
 }
 
 /// What every run starts with: is a job of that name there, and in what
@@ -202,22 +177,22 @@ SHOW PARAMETERS LIKE 'EVENT_TABLE' IN ACCOUNT;
 
 #[test]
 fn dry_run_prints_the_tutorial_sql() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[], &["--dry-run"]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[], &["--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
         format!("{CHECK_SQL}{DEFAULT_SQL}\n{}", after_sql(1))
     );
-    assert!(calls(&dir.0).is_empty(), "--dry-run called snow");
+    assert!(calls(&dir).is_empty(), "--dry-run called snow");
 }
 
 #[test]
 fn dry_run_of_logs_prints_only_what_reads_them() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[], &["--logs", "--dry-run"]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[], &["--logs", "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // The instances are the ones Snowflake lists, so the node log's
     // statement is shown for each.
@@ -229,14 +204,14 @@ fn dry_run_of_logs_prints_only_what_reads_them() {
         1,
     );
     assert_eq!(stdout(&out), expected);
-    assert!(calls(&dir.0).is_empty(), "--dry-run called snow");
+    assert!(calls(&dir).is_empty(), "--dry-run called snow");
 }
 
 #[test]
 fn dry_run_with_the_batch_spec_and_four_replicas() {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let out = execute_job(
-        &dir.0,
+        &dir,
         &[(
             "IMAGE",
             "/tutorial_db/data_schema/tutorial_repository/service_to_service:tiny",
@@ -308,9 +283,9 @@ fn the_inline_spec_is_valid_and_filled_in() {
         "spec/service_to_service_spec.yaml",
         "spec/batch_job_spec.yaml",
     ] {
-        let dir = snowflake::Scratch::new("execute-job");
+        let dir = TempDir::new("execute-job");
         let out = execute_job(
-            &dir.0,
+            &dir,
             &[
                 (
                     "IMAGE",
@@ -342,13 +317,13 @@ fn the_inline_spec_is_valid_and_filled_in() {
 
 #[test]
 fn flags_override_the_environment_which_overrides_the_defaults() {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let vars = [
         ("COMPUTE_POOL", "env_pool"),
         ("JOB_NAME", "env_db.env_schema.env_job"),
         ("SERVICE_URL", "http://env-service:9000/echo"),
     ];
-    let out = execute_job(&dir.0, &vars, &["--dry-run", "--async"]);
+    let out = execute_job(&dir, &vars, &["--dry-run", "--async"]);
     let sql = stdout(&out);
     assert!(sql.contains("  IN COMPUTE POOL env_pool\n"), "{sql}");
     assert!(
@@ -365,7 +340,7 @@ fn flags_override_the_environment_which_overrides_the_defaults() {
     );
 
     let out = execute_job(
-        &dir.0,
+        &dir,
         &vars,
         &[
             "--dry-run",
@@ -395,9 +370,9 @@ fn flags_override_the_environment_which_overrides_the_defaults() {
 
 #[test]
 fn dry_run_with_a_stage_puts_the_filled_in_spec() {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let out = execute_job(
-        &dir.0,
+        &dir,
         &[],
         &[
             "--dry-run",
@@ -425,7 +400,7 @@ fn dry_run_with_a_stage_puts_the_filled_in_spec() {
             .unwrap();
         stdout(&child.wait_with_output().unwrap())[..16].to_string()
     };
-    let rendered = repo()
+    let rendered = repo_root()
         .join("target/execute-job")
         .join(hash)
         .join("service_to_service_spec.yaml");
@@ -447,7 +422,7 @@ EXECUTE JOB SERVICE
     // The file it would upload is the inline spec of the default dry run.
     assert_eq!(fs::read_to_string(&rendered).unwrap(), content);
 
-    let out = execute_job(&dir.0, &[("STAGE", "@db.schema.stage")], &["--dry-run"]);
+    let out = execute_job(&dir, &[("STAGE", "@db.schema.stage")], &["--dry-run"]);
     let sql = stdout(&out);
     assert!(sql.contains("\nPUT 'file://"), "{sql}");
     assert!(sql.contains("' @db.schema.stage AUTO_COMPRESS"), "{sql}");
@@ -461,9 +436,9 @@ EXECUTE JOB SERVICE
 
 #[test]
 fn runs_the_statements_through_snow_and_prints_status_then_logs() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[], &[]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     // No job of that name exists (the stand-in answers []), so the
     // conditional DROP is not sent; the job ends DONE with its node log, so
@@ -483,8 +458,8 @@ fn runs_the_statements_through_snow_and_prints_status_then_logs() {
         call(true, STATE_SQL),
         call(true, &logs_sql(0)),
     ];
-    assert_eq!(calls(&dir.0), expected);
-    let dry = stdout(&execute_job(&dir.0, &[], &["--dry-run"]));
+    assert_eq!(calls(&dir), expected);
+    let dry = stdout(&execute_job(&dir, &[], &["--dry-run"]));
     for statement in expected.iter().map(|c| c.last().unwrap()) {
         assert!(
             dry.contains(statement.as_str()),
@@ -509,10 +484,10 @@ fn runs_the_statements_through_snow_and_prints_status_then_logs() {
 
 #[test]
 fn a_stage_run_uploads_the_filled_in_spec_first() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
     let out = execute_job(
-        &dir.0,
+        &dir,
         &[
             ("SNOW_CONNECTION", "tutorial"),
             ("IMAGE", "/a/b/c/service_to_service:tiny"),
@@ -520,7 +495,7 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
         &["--stage", "@tutorial_stage"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let calls = calls(&dir.0);
+    let calls = calls(&dir);
     assert_eq!(calls.len(), 5, "{calls:?}");
     for call in &calls {
         assert_eq!(
@@ -545,7 +520,7 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
     assert!(calls[2][6].contains(
         "FROM @tutorial_db.data_schema.tutorial_stage SPECIFICATION_FILE = 'service_to_service_spec.yaml'"
     ));
-    let uploaded = fs::read_to_string(dir.0.join("call-1.uploaded")).unwrap();
+    let uploaded = fs::read_to_string(dir.join("call-1.uploaded")).unwrap();
     assert!(
         uploaded.contains("    image: /a/b/c/service_to_service:tiny\n"),
         "{uploaded}"
@@ -558,15 +533,15 @@ fn a_stage_run_uploads_the_filled_in_spec_first() {
 
 #[test]
 fn a_failed_job_still_shows_status_and_logs_and_fails() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let out = execute_job(&dir.0, &[("FAIL_EXECUTE", "3")], &["--replicas", "2"]);
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let out = execute_job(&dir, &[("FAIL_EXECUTE", "3")], &["--replicas", "2"]);
     assert_eq!(
         out.status.code(),
         Some(3),
         "the EXECUTE status is the script's status"
     );
-    let calls = calls(&dir.0);
+    let calls = calls(&dir);
     assert_eq!(
         calls.len(),
         6,
@@ -587,9 +562,9 @@ fn a_failed_job_still_shows_status_and_logs_and_fails() {
 
 #[test]
 fn bad_settings_fail_in_one_line_before_any_call() {
-    let dir = snowflake::Scratch::new("execute-job");
-    install_stand_in(&dir.0);
-    let dollar_spec = dir.0.join("dollar.yaml");
+    let dir = TempDir::new("execute-job");
+    install_stand_in(&dir);
+    let dollar_spec = dir.join("dollar.yaml");
     fs::write(
         &dollar_spec,
         "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      X: \"$$\"\n",
@@ -632,18 +607,18 @@ fn bad_settings_fail_in_one_line_before_any_call() {
         (vec![], vec!["--logs", "--job-name", "a.b.c.d"], "job name"),
     ];
     for (vars, args, expected) in cases {
-        let out = execute_job(&dir.0, &vars, &args);
+        let out = execute_job(&dir, &vars, &args);
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} {vars:?} succeeded");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    assert!(calls(&dir.0).is_empty());
+    assert!(calls(&dir).is_empty());
 }
 
 #[test]
 fn without_snow_it_says_so_in_one_line() {
-    let dir = snowflake::Scratch::new("execute-job"); // no stand-in installed
+    let dir = TempDir::new("execute-job"); // no stand-in installed
     if Command::new("sh")
         .args(["-c", "PATH=/usr/local/bin:/usr/bin:/bin command -v snow"])
         .output()
@@ -654,7 +629,7 @@ fn without_snow_it_says_so_in_one_line() {
         loud("a real snow is installed; skipping the missing-snow check");
         return;
     }
-    let out = execute_job(&dir.0, &[], &[]);
+    let out = execute_job(&dir, &[], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -663,29 +638,30 @@ fn without_snow_it_says_so_in_one_line() {
 
 #[test]
 fn help_lists_every_setting() {
-    let dir = snowflake::Scratch::new("execute-job");
-    let out = execute_job(&dir.0, &[], &["--help"]);
+    let dir = TempDir::new("execute-job");
+    let out = execute_job(&dir, &[], &["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
-    for word in [
-        "COMPUTE_POOL",
-        "JOB_NAME",
-        "IMAGE",
-        "SERVICE_URL",
-        "--stage",
-        "--replicas",
-        "--async",
-        "--replace",
-        "--enable-templating NONE",
-        "--dry-run",
-        "--spec",
-        "--logs",
-        "SPCS_GET_LOGS",
-        "SPCS_GET_EVENTS",
-        "EVENT_TABLE",
-    ] {
-        assert!(help.contains(word), "--help does not mention {word}");
-    }
+    assert_help_mentions(
+        &help,
+        &[
+            "COMPUTE_POOL",
+            "JOB_NAME",
+            "IMAGE",
+            "SERVICE_URL",
+            "--stage",
+            "--replicas",
+            "--async",
+            "--replace",
+            "--enable-templating NONE",
+            "--dry-run",
+            "--spec",
+            "--logs",
+            "SPCS_GET_LOGS",
+            "SPCS_GET_EVENTS",
+            "EVENT_TABLE",
+        ],
+    );
 }
 
 // ---- The real Snowflake CLI against the fake account.
@@ -705,7 +681,7 @@ fn real_execute_job(
     vars: &[(&str, &str)],
     args: &[&str],
 ) -> Output {
-    let mut cmd = fake.command(repo().join("scripts/execute-job"));
+    let mut cmd = fake.command(repo_root().join("scripts/execute-job"));
     cmd.args(args);
     for (k, v) in vars {
         cmd.env(k, v);
@@ -723,10 +699,10 @@ fn logs_sql(index: usize) -> String {
 
 /// The EXECUTE statement that --dry-run prints for these settings.
 fn dry_run_execute(vars: &[(&str, &str)], args: &[&str]) -> String {
-    let dir = snowflake::Scratch::new("execute-job");
+    let dir = TempDir::new("execute-job");
     let mut all = vec!["--dry-run"];
     all.extend_from_slice(args);
-    let out = execute_job(&dir.0, vars, &all);
+    let out = execute_job(&dir, vars, &all);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let start = text.find("EXECUTE JOB SERVICE").unwrap();
@@ -739,7 +715,7 @@ fn real_snow_sends_an_ampersand_url_intact_and_runs_the_same_job_twice() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     let url = format!("http://{}/echo?a=1&b=2", echo.addr);
     let vars = [("SERVICE_URL", url.as_str())];
 
@@ -789,7 +765,7 @@ fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let failing = common::serve(|_, _| common::Reply::json(500, "no echo today"));
+    let failing = serve(|_, _| Reply::json(500, "no echo today"));
     let out = real_execute_job(
         &fake,
         &[("SERVICE_URL", &failing.url())],
@@ -835,7 +811,7 @@ fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
         stderr(&out)
     );
 
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -852,8 +828,7 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
     };
     // Never answers: the job retries timeouts for RETRY_DEADLINE (60 s), so
     // it is RUNNING through the whole test.
-    let silent =
-        common::serve(|_, _| common::Reply::json(200, "{}").after(Duration::from_secs(300)));
+    let silent = serve(|_, _| Reply::json(200, "{}").after(Duration::from_secs(300)));
     let connection = [("SNOW_CONNECTION", "tutorial")];
     let out = real_execute_job(
         &fake,
@@ -872,7 +847,7 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
         hints[0],
         format!(
             "{} --logs --job-name {JOB} --connection tutorial",
-            repo().join("scripts/execute-job").display()
+            repo_root().join("scripts/execute-job").display()
         )
     );
     fake.clear();
@@ -907,7 +882,7 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
     // Running: refused in one line that names the way out; nothing sent
     // after the check.
     fake.clear();
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     let out = real_execute_job(&fake, &[("SERVICE_URL", &echo.url())], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -934,7 +909,7 @@ fn real_snow_a_bare_stage_is_qualified_and_the_spec_uploaded() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     // The default connection has no database or schema: an unqualified
     // stage would resolve nowhere, as each snow call is a new session.
     let bare = fake
@@ -987,7 +962,7 @@ fn real_snow_with_the_node_log_gone_the_log_comes_from_the_event_table() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     let url = echo.url();
     // The node log empty, then unreadable. The second run has the first
     // one's name, and the event table still holds the first one's lines:
@@ -1047,7 +1022,7 @@ fn real_snow_logs_reads_every_replica_of_an_earlier_job() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     // Ten rows: 4, 3 and 3 for the three replicas.
     let stage = fake.stage("tutorial_db.data_schema.tutorial_stage");
     fs::create_dir_all(&stage).unwrap();
@@ -1128,7 +1103,7 @@ fn real_snow_without_an_event_table_one_line_says_how_to_set_one() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     let unset = real_snow_sql(&fake, "ALTER ACCOUNT UNSET EVENT_TABLE");
     assert!(unset.status.success(), "{}", stderr(&unset));
     fake.set_reclaimed_nodes(r#"{"0": "empty"}"#);
@@ -1171,7 +1146,7 @@ fn real_snow_without_an_event_table_one_line_says_how_to_set_one() {
 /// need a container engine and registry; tests/push.rs runs push with the
 /// real CLI.)
 fn readme_deploy_commands() -> Vec<String> {
-    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
     let start = readme
         .find("## Deploy to Snowflake")
         .expect("deploy section");
@@ -1205,7 +1180,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     let commands = readme_deploy_commands();
     assert!(commands.len() >= 7, "{commands:?}");
     assert!(
@@ -1216,12 +1191,12 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     );
     // A directory like a checkout (the scripts find the repository from
     // their own path), holding the batch input the README uploads.
-    let work = snowflake::Scratch::new("readme");
+    let work = TempDir::new("readme");
     for name in ["scripts", "spec", "tools"] {
-        std::os::unix::fs::symlink(repo().join(name), work.0.join(name)).unwrap();
+        std::os::unix::fs::symlink(repo_root().join(name), work.join(name)).unwrap();
     }
     let rows: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
-    fs::write(work.0.join("input.txt"), rows.join("\n") + "\n").unwrap();
+    fs::write(work.join("input.txt"), rows.join("\n") + "\n").unwrap();
     // The table the several-columns example unloads.
     fake.set_tables(
         r#"{"MY_TABLE": {"columns": ["a", "b", "c"], "rows": [["x", 1, true], ["y \"z\"", null, false]]}}"#,
@@ -1234,7 +1209,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
         let out = fake
             .command("bash")
             .args(["-c", command])
-            .current_dir(&work.0)
+            .current_dir(&work)
             .env("SERVICE_URL", echo.url())
             .output()
             .unwrap();
@@ -1273,7 +1248,7 @@ fn real_snow_every_readme_deploy_command_works_pasted_into_bash() {
     // The batch run's outputs came back with GET: every row, once.
     let mut answered = Vec::new();
     for index in 0..4 {
-        let output = fs::read_to_string(work.0.join(format!("output-{index}.jsonl")))
+        let output = fs::read_to_string(work.join(format!("output-{index}.jsonl")))
             .unwrap_or_else(|e| panic!("output-{index}.jsonl: {e}"));
         answered.extend(output.lines().map(str::to_string));
     }
@@ -1301,7 +1276,7 @@ fn real_snow_an_unqualified_job_name_reruns_in_the_connections_schema() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
+    let echo = serve_echo("Bob");
     let vars = [
         ("SERVICE_URL", echo.url()),
         ("SNOW_CONNECTION", "tutorial".to_string()),
@@ -1333,24 +1308,18 @@ fn real_snow_a_run_connects_to_loopback_only() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let have_strace = Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_strace {
-        common::skip_unless_ci("strace (apt-get install strace)");
+    if !succeeds("strace", &["-V"]) {
+        skip_unless_ci("strace (apt-get install strace)");
         return;
     }
-    let echo = common::serve(|r, _| common::echo("Bob", r));
-    let trace = snowflake::Scratch::new("strace");
-    let log = trace.0.join("connect.log");
+    let echo = serve_echo("Bob");
+    let trace = TempDir::new("strace");
+    let log = trace.join("connect.log");
     let out = fake
         .command("strace")
         .args(["-f", "-qq", "-e", "trace=connect", "-o"])
         .arg(&log)
-        .arg(repo().join("scripts/execute-job"))
+        .arg(repo_root().join("scripts/execute-job"))
         .env("SERVICE_URL", echo.url())
         .output()
         .unwrap();
@@ -1380,9 +1349,9 @@ fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
     let Some(fake) = fake_account() else {
         return;
     };
-    let echo = common::serve(|r, _| common::echo("Bob", r));
-    let dir = snowflake::Scratch::new("execute-job");
-    let spec = dir.0.join("templated.yaml");
+    let echo = serve_echo("Bob");
+    let dir = TempDir::new("execute-job");
+    let spec = dir.join("templated.yaml");
     fs::write(
         &spec,
         "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      SERVICE_URL: http://x/echo\n      ECHO_TEXT: \"&{ctx.a} and <% ctx.b %>\"\n",
@@ -1427,8 +1396,8 @@ fn real_snow_a_compressed_unload_is_refused_by_the_job_naming_the_fix() {
     let unloaded = fake
         .stage("tutorial_db.data_schema.tutorial_stage")
         .join("input.jsonl");
-    let echo = common::serve(|r, _| common::echo("Bob", r));
-    let job = common::job(&echo.url())
+    let echo = serve_echo("Bob");
+    let job = job(&echo.url())
         .env("INPUT_FILE", &unloaded)
         .env("INPUT_FORMAT", "jsonl")
         .run();

@@ -15,7 +15,8 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use common::http::*;
+use common::job::*;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_DEADLINE: Duration = Duration::from_secs(1);
@@ -87,31 +88,9 @@ fn assert_fails_with_one_of(outcome: &Outcome, code: i32, needles: &[&str]) {
     outcome.assert_no_panic();
 }
 
-/// A peer that reads the request, writes `bytes` and closes.
-fn answers(bytes: impl Into<Vec<u8>>) -> SocketAddr {
-    let bytes: Arc<Vec<u8>> = Arc::new(bytes.into());
-    serve_raw(move |mut stream| {
-        if read_raw_request(&stream).is_some() {
-            let _ = stream.write_all(&bytes);
-        }
-    })
-}
-
-/// An HTTP/1.1 reply with a correct Content-Length and `extra_headers`
-/// (each ending in CRLF).
-fn http_reply(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
-    let mut reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n",
-        body.len()
-    )
-    .into_bytes();
-    reply.extend_from_slice(body);
-    reply
-}
-
 /// A 200 reply carrying `body`.
 fn ok_with(body: impl AsRef<[u8]>) -> SocketAddr {
-    answers(http_reply("200 OK", "", body.as_ref()))
+    canned(http_reply("200 OK", JSON, body.as_ref()))
 }
 
 // ---------------------------------------------------------------- transport
@@ -151,7 +130,7 @@ fn a_reset_in_the_middle_of_the_headers_is_unreachable() {
 
 #[test]
 fn a_garbage_status_line_is_a_protocol_error() {
-    let addr = answers("SSH-2.0-OpenSSH_9.6\r\n\r\n");
+    let addr = canned("SSH-2.0-OpenSSH_9.6\r\n\r\n");
     let outcome = run_bounded(against(addr));
     outcome.assert_fails(76, "reply is not valid HTTP/1.1: http parse fail");
     assert!(
@@ -164,7 +143,7 @@ fn a_garbage_status_line_is_a_protocol_error() {
 fn a_body_shorter_than_its_content_length_is_unreachable() {
     // The peer promises 100 bytes, sends 8 and closes: what a service that
     // crashes mid-reply looks like, so it is retried like a reset.
-    let addr = answers("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"data\":");
+    let addr = canned("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"data\":");
     let outcome = run_bounded(against(addr));
     outcome.assert_fails(69, "connection closed before the reply was complete");
     assert!(!outcome.lines("WARNING").is_empty(), "{outcome}");
@@ -172,7 +151,7 @@ fn a_body_shorter_than_its_content_length_is_unreachable() {
 
 #[test]
 fn a_bad_chunk_size_is_a_protocol_error() {
-    let addr = answers(
+    let addr = canned(
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
          zz\r\n{\"data\":[[0,\"x\"]]}\r\n0\r\n\r\n",
     );
@@ -187,13 +166,13 @@ fn a_bad_chunk_size_is_a_protocol_error() {
 /// reply is then caught as invalid JSON (next test).
 #[test]
 fn a_close_delimited_http_1_0_body_is_accepted() {
-    let addr = answers(format!(
+    let addr = canned(format!(
         "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{GOOD_BODY}"
     ));
     let outcome = run_bounded(against(addr));
     assert_succeeds(&outcome, ": Bob said Hello");
 
-    let addr = answers(format!(
+    let addr = canned(format!(
         "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{GOOD_BODY}"
     ));
     assert_succeeds(&run_bounded(against(addr)), ": Bob said Hello");
@@ -203,12 +182,12 @@ fn a_close_delimited_http_1_0_body_is_accepted() {
 fn a_close_delimited_body_that_ends_mid_json_is_a_transient_failure() {
     // The body ends where the connection does, so a reply cut short looks
     // complete but for its JSON: the service is retried, not blamed.
-    let addr = answers("HTTP/1.0 200 OK\r\n\r\n{\"data\":[[0,\"Bob sa");
+    let addr = canned("HTTP/1.0 200 OK\r\n\r\n{\"data\":[[0,\"Bob sa");
     let outcome = run_bounded(against(addr));
     outcome.assert_fails(69, "closed before the reply's JSON was complete");
     assert!(!outcome.lines("WARNING").is_empty(), "retried:\n{outcome}");
     // With a length, the same bytes are the service's own mistake.
-    let addr = answers(
+    let addr = canned(
         "HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\n{\"data\":[[0,\"Bob sa\"",
     );
     run_bounded(against(addr)).assert_fails(76, "reply ends before its JSON is complete");
@@ -220,7 +199,7 @@ fn a_peer_dripping_a_byte_a_second_times_out() {
         if read_raw_request(&stream).is_none() {
             return;
         }
-        let reply = http_reply("200 OK", "", GOOD_BODY.as_bytes());
+        let reply = http_reply("200 OK", JSON, GOOD_BODY.as_bytes());
         for byte in reply {
             // Stops once the job has hung up: the second write after the
             // close fails.
@@ -311,7 +290,11 @@ fn sixty_four_kib_of_headers_are_refused() {
         (many, "http parse resulted in too many headers"),
     ] {
         assert!(padding.len() >= 64 * 1024);
-        let addr = answers(http_reply("200 OK", &padding, GOOD_BODY.as_bytes()));
+        let addr = canned(http_reply(
+            "200 OK",
+            &format!("{JSON}{padding}"),
+            GOOD_BODY.as_bytes(),
+        ));
         let outcome = run_bounded(against(addr));
         outcome.assert_fails(76, &format!("reply is not valid HTTP/1.1: {cause}"));
     }
@@ -393,9 +376,9 @@ fn redirects_are_not_followed_and_name_the_location() {
         "308 Permanent Redirect",
     ] {
         let location = format!("http://{target}/moved");
-        let addr = answers(http_reply(
+        let addr = canned(http_reply(
             status,
-            &format!("Location: {location}\r\n"),
+            &format!("{JSON}Location: {location}\r\n"),
             b"",
         ));
         let outcome = run_bounded(against(addr));
@@ -408,8 +391,8 @@ fn redirects_are_not_followed_and_name_the_location() {
 #[test]
 fn a_100_continue_before_the_reply_is_skipped() {
     let mut reply = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
-    reply.extend(http_reply("200 OK", "", GOOD_BODY.as_bytes()));
-    let addr = answers(reply);
+    reply.extend(http_reply("200 OK", JSON, GOOD_BODY.as_bytes()));
+    let addr = canned(reply);
     assert_succeeds(&run_bounded(against(addr)), ": Bob said Hello");
 }
 
@@ -420,7 +403,7 @@ fn a_100_continue_sent_before_the_request_is_read_is_skipped() {
             return;
         }
         if read_raw_request(&stream).is_some() {
-            let _ = stream.write_all(&http_reply("200 OK", "", GOOD_BODY.as_bytes()));
+            let _ = stream.write_all(&http_reply("200 OK", JSON, GOOD_BODY.as_bytes()));
         }
     });
     assert_succeeds(&run_bounded(against(addr)), ": Bob said Hello");
@@ -433,7 +416,7 @@ fn a_reply_after_the_timeout_has_fired_is_ignored() {
     let addr = serve_raw(|mut stream| {
         if read_raw_request(&stream).is_some() {
             thread::sleep(REQUEST_TIMEOUT + Duration::from_millis(300));
-            let _ = stream.write_all(&http_reply("200 OK", "", GOOD_BODY.as_bytes()));
+            let _ = stream.write_all(&http_reply("200 OK", JSON, GOOD_BODY.as_bytes()));
         }
     });
     run_bounded(against(addr)).assert_fails(69, "timed out");
@@ -455,7 +438,7 @@ fn a_late_reply_is_never_taken_for_the_retry_s_reply() {
                 r#"{"data":[[0,"fresh"]]}"#
             };
             if stream
-                .write_all(&http_reply("200 OK", "", body.as_bytes()))
+                .write_all(&http_reply("200 OK", JSON, body.as_bytes()))
                 .is_err()
             {
                 return;
@@ -480,9 +463,9 @@ fn a_late_reply_is_never_taken_for_the_retry_s_reply() {
 fn nothing_the_peer_sends_after_the_reply_matters() {
     // Trailing garbage after a complete Content-Length reply on a
     // connection the job will not use again.
-    let mut reply = http_reply("200 OK", "", GOOD_BODY.as_bytes());
+    let mut reply = http_reply("200 OK", JSON, GOOD_BODY.as_bytes());
     reply.extend_from_slice(b"HTTP/1.1 500 Oops\r\n\r\ngarbage\xff\xfe");
-    assert_succeeds(&run_bounded(against(answers(reply))), ": Bob said Hello");
+    assert_succeeds(&run_bounded(against(canned(reply))), ": Bob said Hello");
 }
 
 #[test]

@@ -7,20 +7,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::http::row;
+use common::job::*;
 use common::*;
 
 struct FlaskPeer {
-    child: Child,
+    _child: ChildGuard,
     url: String,
-}
-
-impl Drop for FlaskPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The interpreter itself, not a version-manager shim whose PID would not be
@@ -41,7 +36,7 @@ fn start_flask(character: &str) -> Option<FlaskPeer> {
         skip_unless_ci("python3 with Flask (pip install flask)");
         return None;
     };
-    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/echo_service.py");
+    let peer = repo_root().join("tests/peers/echo_service.py");
     let mut child = Command::new(python)
         .arg(peer)
         .env("SERVER_PORT", "0")
@@ -53,7 +48,7 @@ fn start_flask(character: &str) -> Option<FlaskPeer> {
     let stderr = child.stderr.take().expect("stderr");
     // From here on, dropping the peer kills and reaps the process.
     let mut peer = FlaskPeer {
-        child,
+        _child: ChildGuard(child),
         url: String::new(),
     };
     let mut stderr = BufReader::new(stderr);
@@ -90,7 +85,7 @@ fn the_job_says_hello_to_bob_over_flask() {
 #[test]
 fn batches_and_unicode_go_through_flask() {
     let Some(peer) = start_flask("I") else { return };
-    let dir = temp_dir("flask");
+    let dir = TempDir::new("flask");
     let lines = [
         "plain",
         "",
@@ -112,12 +107,7 @@ fn batches_and_unicode_go_through_flask() {
     let expected: Vec<String> = lines
         .iter()
         .enumerate()
-        .map(|(i, text)| {
-            format!(
-                "[{i},{}]",
-                miniserde::json::to_string(&format!("I said {text}"))
-            )
-        })
+        .map(|(i, text)| row(i, &format!("I said {text}")))
         .collect();
     assert_eq!(written.lines().collect::<Vec<_>>(), expected);
 }
@@ -128,7 +118,7 @@ fn batches_and_unicode_go_through_flask() {
 fn two_columns_go_through_flask_with_jsonl() {
     let Some(peer) = start_flask("I") else { return };
     let url = peer.url.replace("/echo", "/concat");
-    let dir = temp_dir("flask-jsonl");
+    let dir = TempDir::new("flask-jsonl");
     let input = dir.join("in.jsonl");
     std::fs::write(
         &input,

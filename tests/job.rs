@@ -7,15 +7,13 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::*;
+use common::job::*;
 use common::*;
-
-fn bob() -> Server {
-    serve(|request, _| echo("Bob", request))
-}
 
 #[test]
 fn says_hello_to_bob_like_the_tutorial() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let outcome = job(&server.url()).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     let url = server.url();
@@ -42,7 +40,7 @@ fn says_hello_to_bob_like_the_tutorial() {
 
 #[test]
 fn echo_text_round_trips_quotes_controls_and_unicode() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let text = "say \"hi\" \\ back\tslash \u{1} é 日本 🦀";
     let outcome = job(&server.url()).env("ECHO_TEXT", text).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
@@ -110,7 +108,7 @@ fn redirects_are_not_followed() {
 
 #[test]
 fn bad_configuration_exits_64_before_any_request() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let cases = [
         ("SERVICE_URL", "not a url", "SERVICE_URL"),
         ("SERVICE_URL", "https://echo-service:8000/echo", "no TLS"),
@@ -213,17 +211,14 @@ fn sigterm_and_sigint_stop_a_waiting_job_at_once() {
         let outcome = finish(child, sent);
         assert_eq!(outcome.code, Some(status), "{outcome}");
         assert!(outcome.elapsed < Duration::from_secs(1), "{outcome}");
-        assert!(
-            outcome.lines("WARNING").iter().any(|w| w.contains(name)),
-            "{outcome}"
-        );
+        assert!(outcome.logged("WARNING", name), "{outcome}");
         assert!(outcome.errors().is_empty(), "{outcome}");
     }
 }
 
 #[test]
 fn passwords_never_reach_the_log() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let url = server.url().replace("http://", "http://bob:hunter2@");
     let outcome = job(&url).env("RUST_LOG", "trace").run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
@@ -242,23 +237,24 @@ fn passwords_never_reach_the_log() {
 fn help_lists_every_variable_and_version_prints() {
     let outcome = job("").arg("--help").run();
     assert_eq!(outcome.code, Some(0));
-    for name in [
-        "SERVICE_URL",
-        "ECHO_TEXT",
-        "INPUT_FILE",
-        "OUTPUT_FILE",
-        "BATCH_SIZE",
-        "CONCURRENCY",
-        "CONNECT_TIMEOUT",
-        "REQUEST_TIMEOUT",
-        "RETRY_DEADLINE",
-        "MAX_RESPONSE_BYTES",
-        "SNOWFLAKE_JOBS_COUNT",
-        "SNOWFLAKE_JOB_INDEX",
-        "RUST_LOG",
-    ] {
-        assert!(outcome.stdout.contains(name), "--help lacks {name}");
-    }
+    assert_help_mentions(
+        &outcome.stdout,
+        &[
+            "SERVICE_URL",
+            "ECHO_TEXT",
+            "INPUT_FILE",
+            "OUTPUT_FILE",
+            "BATCH_SIZE",
+            "CONCURRENCY",
+            "CONNECT_TIMEOUT",
+            "REQUEST_TIMEOUT",
+            "RETRY_DEADLINE",
+            "MAX_RESPONSE_BYTES",
+            "SNOWFLAKE_JOBS_COUNT",
+            "SNOWFLAKE_JOB_INDEX",
+            "RUST_LOG",
+        ],
+    );
     assert!(
         outcome.stdout.contains("http://localhost:8080/echo") && outcome.stdout.contains("30s")
     );
@@ -273,7 +269,7 @@ fn help_lists_every_variable_and_version_prints() {
 
 #[test]
 fn debug_logging_keeps_the_line_format() {
-    let server = bob();
+    let server = serve_echo("Bob");
     let outcome = job(&server.url()).env("RUST_LOG", "debug").run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(!outcome.lines("DEBUG").is_empty(), "{outcome}");
@@ -285,7 +281,7 @@ fn debug_logging_keeps_the_line_format() {
 /// naming 127.0.0.1, where nothing answers.
 #[test]
 fn a_name_that_does_not_resolve_is_retried_then_exits_69() {
-    let dir = temp_dir("dns");
+    let dir = TempDir::new("dns");
     let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,
@@ -293,8 +289,7 @@ fn a_name_that_does_not_resolve_is_retried_then_exits_69() {
     )
     .expect("write resolv.conf");
     let url = "http://no-such-service.invalid:8000/echo";
-    let resolv_conf = std::path::Path::new("/etc/resolv.conf");
-    let Some(job) = job_with_bind_mount(url, &resolv, resolv_conf) else {
+    let Some(job) = job_with_resolv_conf(url, &resolv) else {
         return;
     };
     let outcome = job.env("RETRY_DEADLINE", "2s").run();

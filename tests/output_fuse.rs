@@ -9,8 +9,10 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::http::*;
+use common::job::*;
 use common::*;
 
 /// A bindfs mount, unmounted on drop.
@@ -18,13 +20,7 @@ struct Mount(PathBuf);
 
 impl Mount {
     fn new(backing: &Path, mount_point: &Path) -> Option<Mount> {
-        let have_bindfs = Command::new("bindfs")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !have_bindfs {
+        if !succeeds("bindfs", &["--version"]) {
             skip_unless_ci("bindfs (apt-get install bindfs)");
             return None;
         }
@@ -54,7 +50,7 @@ impl Drop for Mount {
 
 #[test]
 fn output_lands_where_rename_and_chmod_are_refused() {
-    let dir = temp_dir("fuse-output");
+    let dir = TempDir::new("fuse-output");
     let backing = dir.join("backing");
     let stage = dir.join("stage");
     fs::create_dir(&backing).unwrap();
@@ -69,7 +65,7 @@ fn output_lands_where_rename_and_chmod_are_refused() {
     assert!(fs::rename(&probe, stage.join("probe2")).is_err());
     fs::remove_file(&probe).unwrap();
 
-    let server = serve(|r, _| echo("Bob", r));
+    let server = serve_echo("Bob");
     let input = dir.join("input.txt");
     fs::write(&input, "a\nb\nc\n").unwrap();
     let output = stage.join("out.jsonl");
@@ -80,10 +76,7 @@ fn output_lands_where_rename_and_chmod_are_refused() {
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(
-        outcome
-            .lines("DEBUG")
-            .iter()
-            .any(|l| l.contains("Cannot rename into place")),
+        outcome.logged("DEBUG", "Cannot rename into place"),
         "{outcome}"
     );
     assert_eq!(

@@ -6,18 +6,16 @@
 //! (tests/common/snowflake.rs). Every login goes to a temporary
 //! DOCKER_CONFIG (REGISTRY_AUTH_FILE for podman): the machine's stays as it is.
 
-#[path = "common/docker.rs"]
-mod docker;
-#[path = "common/snowflake.rs"]
-mod snowflake;
+mod common;
 
-use docker::*;
+use common::docker::*;
+use common::snowflake;
+use common::*;
 use miniserde::json::{self, Value};
 use std::env;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -34,21 +32,8 @@ impl Registry {
     /// Starts docker-registry on 127.0.0.1:5000, or on a free loopback port
     /// when 5000 is taken. None (test skipped) when it is not installed.
     fn start() -> Option<Registry> {
-        let available = Command::new("docker-registry")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !available {
-            if in_ci() {
-                panic!(
-                    "CI=true but docker-registry is not installed (apt-get install docker-registry)"
-                );
-            }
-            loud(
-                "!!!!! SKIPPED: the push test needs Debian's docker-registry (apt-get install docker-registry) !!!!!",
-            );
+        if !succeeds("docker-registry", &["--version"]) {
+            skip_unless_ci("Debian's docker-registry (apt-get install docker-registry)");
             return None;
         }
         let port = match TcpListener::bind("127.0.0.1:5000") {
@@ -61,13 +46,13 @@ impl Registry {
         };
         let addr = format!("127.0.0.1:{port}");
         let storage = TempDir::new("registry");
-        let log = fs::File::create(storage.path().join("registry.log")).unwrap();
+        let log = fs::File::create(storage.join("registry.log")).unwrap();
         let process = Command::new("docker-registry")
             .arg("serve")
             .arg(repo_root().join("tests/registry/config.yml"))
             .env(
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
-                storage.path().join("data"),
+                storage.join("data"),
             )
             .env("REGISTRY_HTTP_ADDR", &addr)
             .stdin(Stdio::null())
@@ -127,10 +112,18 @@ impl Registry {
         Ok((status, head, body))
     }
 
+    /// GET of service_to_service:latest's manifest, in either format an
+    /// engine may have pushed.
+    fn latest_manifest(&self) -> std::io::Result<(u16, String, Vec<u8>)> {
+        self.get(
+            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+    }
+
     fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
         self.storage
-            .path()
             .join("data/docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
             .join(hex)
@@ -142,17 +135,14 @@ impl Registry {
 /// line) in `calls.log` and exits with $SNOW_STANDIN_EXIT (default 0).
 fn stand_in_snow() -> TempDir {
     let dir = TempDir::new("snow");
-    let script = dir.path().join("snow");
-    fs::write(
-        &script,
-        format!(
+    write_executable(
+        &dir.join("snow"),
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho '---' >> '{}'\necho 'Login Succeeded'\nexit \"${{SNOW_STANDIN_EXIT:-0}}\"\n",
-            dir.path().join("calls.log").display(),
-            dir.path().join("calls.log").display()
+            dir.join("calls.log").display(),
+            dir.join("calls.log").display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     dir
 }
 
@@ -249,7 +239,7 @@ fn push_round_trips_through_a_local_registry() {
     let remote = format!("{repository_url}/service_to_service:latest");
 
     // No repository: one clear line, nothing pushed.
-    let out = push(snow.path(), &[], &["--no-login"]);
+    let out = push(&snow, &[], &["--no-login"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -257,7 +247,7 @@ fn push_round_trips_through_a_local_registry() {
 
     // A failed login stops the push before anything moves.
     let out = push(
-        snow.path(),
+        &snow,
         &[
             ("REPOSITORY_URL", &repository_url),
             ("SNOW_STANDIN_EXIT", "1"),
@@ -267,7 +257,7 @@ fn push_round_trips_through_a_local_registry() {
     assert!(!out.status.success(), "push went on after a failed login");
     assert!(text(&out.stderr).contains(&format!("login to {} failed", registry.addr)));
     assert_eq!(
-        snow_calls(snow.path()),
+        snow_calls(&snow),
         [["spcs", "image-registry", "token", "--format", "json"]]
     );
     let (_, _, catalog) = registry.get("/v2/_catalog", "").unwrap();
@@ -276,7 +266,7 @@ fn push_round_trips_through_a_local_registry() {
     // First push: logs in through snow (with the chosen connection) and
     // uploads the layer.
     let out = push(
-        snow.path(),
+        &snow,
         &[
             ("REPOSITORY_URL", &repository_url),
             ("SNOW_CONNECTION", "tutorial"),
@@ -286,7 +276,7 @@ fn push_round_trips_through_a_local_registry() {
     assert_success("first push", &out);
     let first = text(&out.stdout);
     assert_eq!(
-        snow_calls(snow.path())[1],
+        snow_calls(&snow)[1],
         [
             "spcs",
             "image-registry",
@@ -319,12 +309,7 @@ fn push_round_trips_through_a_local_registry() {
 
     // The registry holds exactly what was reported: the manifest under that
     // digest, one layer of that size, and the layer is the built binary.
-    let (status, head, body) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, head, body) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200, "{head}");
     assert!(
         head.to_ascii_lowercase()
@@ -345,7 +330,7 @@ fn push_round_trips_through_a_local_registry() {
     assert_eq!(fs::metadata(&blob).unwrap().len(), layer_size);
     assert_eq!(sha256_of(&blob), layer_digest);
     let dir = TempDir::new("layer");
-    let layer_tar = dir.path().join("layer.tar");
+    let layer_tar = dir.join("layer.tar");
     let gunzip = Command::new("gzip")
         .arg("-dc")
         .arg(&blob)
@@ -388,7 +373,7 @@ fn push_round_trips_through_a_local_registry() {
     // Second push of the unchanged image: same digest, no layer bytes, and
     // --no-login keeps snow out of it.
     let out = push(
-        snow.path(),
+        &snow,
         &[("REPOSITORY_URL", &repository_url)],
         &["--no-login"],
     );
@@ -400,20 +385,16 @@ fn push_round_trips_through_a_local_registry() {
         if docker { Some(0) } else { None },
         "the second push moved layer bytes:\n{second}"
     );
-    assert_eq!(snow_calls(snow.path()).len(), 2, "--no-login called snow");
+    assert_eq!(snow_calls(&snow).len(), 2, "--no-login called snow");
 
     // A rebuild of the same sources: cargo relinks (the binary gets a new
     // time) and scripts/build makes a new image, but its layer is the same
     // blob, so the push uploads no layer bytes.
     let binary = fs::File::options().write(true).open(&build.binary).unwrap();
     binary.set_modified(std::time::SystemTime::now()).unwrap();
-    let rebuilt = run_with_timeout(
-        &mut Command::new(repo_root().join("scripts/build")),
-        Duration::from_secs(900),
-    );
-    assert_success("scripts/build again", &rebuilt);
+    run_build(&mut build_command(&[]), Duration::from_secs(900));
     let out = push(
-        snow.path(),
+        &snow,
         &[("REPOSITORY_URL", &repository_url)],
         &["--no-login"],
     );
@@ -424,12 +405,7 @@ fn push_round_trips_through_a_local_registry() {
         if docker { Some(0) } else { None },
         "the push after a rebuild moved layer bytes:\n{third}"
     );
-    let (status, head, body) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, head, body) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200, "{head}");
     let manifest: Value = json::from_str(&text(&body)).unwrap();
     let Value::Array(layers) = object_field(&manifest, "layers") else {
@@ -480,7 +456,7 @@ fn push_fails_in_one_line_without_the_image() {
     };
     let snow = stand_in_snow();
     let out = push(
-        snow.path(),
+        &snow,
         &[("REPOSITORY_URL", "127.0.0.1:5000/a/b/c")],
         &["--no-login", "--image", "service_to_service:no-such-tag"],
     );
@@ -488,14 +464,14 @@ fn push_fails_in_one_line_without_the_image() {
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("scripts/build"), "{err}");
-    assert!(snow_calls(snow.path()).is_empty());
+    assert!(snow_calls(&snow).is_empty());
 }
 
 #[test]
 fn push_rejects_a_url_with_a_scheme() {
     let snow = stand_in_snow();
     let out = push(
-        snow.path(),
+        &snow,
         &[
             ("CONTAINER_ENGINE", "docker"),
             (
@@ -514,17 +490,18 @@ fn push_rejects_a_url_with_a_scheme() {
 #[test]
 fn push_help_names_the_variables() {
     let snow = stand_in_snow();
-    let out = push(snow.path(), &[], &["--help"]);
+    let out = push(&snow, &[], &["--help"]);
     assert_success("scripts/push --help", &out);
     let help = text(&out.stdout);
-    for word in [
-        "REPOSITORY_URL",
-        "--no-login",
-        "snow spcs image-registry token",
-        "CONTAINER_ENGINE",
-    ] {
-        assert!(help.contains(word), "--help does not mention {word}");
-    }
+    assert_help_mentions(
+        &help,
+        &[
+            "REPOSITORY_URL",
+            "--no-login",
+            "snow spcs image-registry token",
+            "CONTAINER_ENGINE",
+        ],
+    );
 }
 
 /// The real Snowflake CLI, against a fake account whose SHOW IMAGE
@@ -550,8 +527,8 @@ fn push_with_the_real_snow_logs_in_to_the_repository_host() {
         let mut cmd = fake.command(repo_root().join("scripts/push"));
         cmd.env("REPOSITORY_URL", &repository_url)
             .env("CONTAINER_ENGINE", &engine)
-            .env("DOCKER_CONFIG", credentials.path())
-            .env("REGISTRY_AUTH_FILE", credentials.path().join("auth.json"))
+            .env("DOCKER_CONFIG", &credentials)
+            .env("REGISTRY_AUTH_FILE", credentials.join("auth.json"))
             .args(args);
         run_with_timeout(&mut cmd, Duration::from_secs(180))
     };
@@ -602,14 +579,9 @@ fn push_with_the_real_snow_logs_in_to_the_repository_host() {
     );
     // The engine's credential store holds it, for the repository's host:
     // user 0sessiontoken, password what snow printed ({"token": ...}).
-    assert_eq!(stored_token(credentials.path(), &registry.addr), *token);
+    assert_eq!(stored_token(&credentials, &registry.addr), *token);
 
-    let (status, _, _) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, _, _) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200);
     engine_ok(&engine, &["rmi", &remote]);
 }
@@ -628,7 +600,7 @@ fn push_names_the_fix_for_underscore_and_uppercase_hosts() {
         ),
     ] {
         let out = push(
-            snow.path(),
+            &snow,
             &[("CONTAINER_ENGINE", "docker"), ("REPOSITORY_URL", url)],
             &[],
         );
@@ -636,7 +608,7 @@ fn push_names_the_fix_for_underscore_and_uppercase_hosts() {
         let err = text(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(expected), "{err}");
-        assert!(snow_calls(snow.path()).is_empty());
+        assert!(snow_calls(&snow).is_empty());
     }
 }
 
@@ -677,28 +649,17 @@ fn stored_token(dir: &Path, host: &str) -> String {
 /// Needs podman (apt-get install podman; .ci/run installs it).
 #[test]
 fn push_with_podman_and_the_real_snow_never_calls_docker() {
-    let podman_answers = Command::new("podman")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !podman_answers {
-        assert!(
-            !in_ci(),
-            "CI=true but podman is missing (apt-get install podman)"
-        );
-        loud("!!!!! SKIPPED: the podman push test needs podman (apt-get install podman) !!!!!");
+    if !succeeds("podman", &["info"]) {
+        skip_unless_ci("podman (apt-get install podman)");
         return;
     }
     let Some(snow_bin) = snowflake::real_snow_bin() else {
         return;
     };
-    let build = run_with_timeout(
-        Command::new(repo_root().join("scripts/build")).env("CONTAINER_ENGINE", "podman"),
+    run_build(
+        build_command(&[]).env("CONTAINER_ENGINE", "podman"),
         Duration::from_secs(600),
     );
-    assert_success("CONTAINER_ENGINE=podman scripts/build", &build);
     let Some(registry) = Registry::start() else {
         return;
     };
@@ -707,25 +668,22 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
         "other-org-other-acct.registry.snowflakecomputing.com",
     );
     let no_docker = TempDir::new("no-docker");
-    let docker = no_docker.path().join("docker");
-    fs::write(
-        &docker,
+    write_executable(
+        &no_docker.join("docker"),
         "#!/bin/sh\necho \"docker was called: $*\" >&2\nexit 99\n",
-    )
-    .unwrap();
-    fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let credentials = TempDir::new("podman-credentials");
     let repository_url = format!("{}/{REPOSITORY}", registry.addr);
     let mut cmd = fake.command(repo_root().join("scripts/push"));
     let path = format!(
         "{}:{}",
-        no_docker.path().display(),
+        no_docker.display(),
         env::var("PATH").unwrap_or_default()
     );
     cmd.env("PATH", format!("{}:{path}", fake.snow_bin.display()))
         .env("REPOSITORY_URL", &repository_url)
         .env("CONTAINER_ENGINE", "podman")
-        .env("REGISTRY_AUTH_FILE", credentials.path().join("auth.json"));
+        .env("REGISTRY_AUTH_FILE", credentials.join("auth.json"));
     let out = run_with_timeout(&mut cmd, Duration::from_secs(180));
     assert_success("push with podman", &out);
     assert!(
@@ -737,19 +695,14 @@ fn push_with_podman_and_the_real_snow_never_calls_docker() {
     assert_eq!(field(&text(&out.stdout), "pushed:"), remote);
     let tokens = fake.tokens();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
-    assert_eq!(stored_token(credentials.path(), &registry.addr), tokens[0]);
+    assert_eq!(stored_token(&credentials, &registry.addr), tokens[0]);
     for output in [&out.stdout, &out.stderr] {
         assert!(
             !text(output).contains(tokens[0].as_str()),
             "the token was printed"
         );
     }
-    let (status, _, _) = registry
-        .get(
-            &format!("/v2/{REPOSITORY}/service_to_service/manifests/latest"),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    let (status, _, _) = registry.latest_manifest().unwrap();
     assert_eq!(status, 200);
     engine_ok("podman", &["rmi", &remote]);
 }

@@ -15,14 +15,14 @@
 //! answers, so it builds binaries only); needs binutils' nm and readelf.
 //! Each build is a release build (the tiny ones compile std): minutes, once.
 
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
+use common::docker::*;
+use common::http::{EchoService, SilentServer};
+use common::*;
 use std::collections::BTreeSet;
 use std::env;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,48 +31,17 @@ use std::time::{Duration, Instant};
 
 const PANIC_MESSAGE: &str = "deliberate test panic";
 
-fn tiny_requested() -> bool {
-    env::var("TINY_IMAGE").is_ok_and(|v| !v.is_empty() && v != "0")
+/// The tiny binaries take minutes to build: only when TINY_IMAGE asks.
+fn tiny_wanted() -> bool {
+    tiny_requested().unwrap_or(false)
 }
 
-/// A directory whose `docker` and `podman` never answer: scripts/build then
-/// builds the binary and stops before the image.
-fn no_engine() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = TempDir::new("release-no-engine");
-        for engine in ["docker", "podman"] {
-            let path = dir.path().join(engine);
-            fs::write(&path, "#!/bin/sh\nexit 1\n").unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        dir
-    })
-    .path()
-}
-
-/// Runs scripts/build with `args` and returns the binary it reports.
+/// Runs scripts/build with `args`, binaries only, and returns the binary it
+/// reports.
 fn build(args: &[&str]) -> PathBuf {
-    let path = format!(
-        "{}:{}",
-        no_engine().display(),
-        env::var("PATH").unwrap_or_default()
-    );
-    let out = run_with_timeout(
-        Command::new(repo_root().join("scripts/build"))
-            .args(args)
-            .env("PATH", path)
-            .env_remove("CONTAINER_ENGINE"),
-        Duration::from_secs(1800),
-    );
-    assert_success(&format!("scripts/build {}", args.join(" ")), &out);
-    let stdout = text(&out.stdout);
-    let binary = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("binary bytes:"))
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no 'binary bytes:' line:\n{stdout}"));
-    repo_root().join(binary)
+    let mut cmd = build_command(args);
+    let _engines = without_engine(&mut cmd);
+    built_binary(&run_build(&mut cmd, Duration::from_secs(1800))).0
 }
 
 fn once(cell: &'static OnceLock<PathBuf>, args: &[&str]) -> &'static Path {
@@ -102,7 +71,7 @@ fn tiny_unstripped() -> &'static Path {
 /// The shipped binaries under test: stable, and tiny when requested.
 fn shipped() -> Vec<&'static Path> {
     let mut binaries = vec![stable()];
-    if tiny_requested() {
+    if tiny_wanted() {
         binaries.push(tiny());
     } else {
         static SAID: std::sync::Once = std::sync::Once::new();
@@ -228,7 +197,7 @@ fn the_stable_link_keeps_none_of_what_the_cuts_remove() {
 
 #[test]
 fn the_tiny_link_keeps_none_of_what_the_cuts_remove() {
-    if !tiny_requested() {
+    if !tiny_wanted() {
         loud("tiny build not requested (TINY_IMAGE unset): its symbols not checked");
         return;
     }
@@ -379,7 +348,7 @@ fn a_panic_prints_its_message_and_exits_non_zero() {
 
 #[test]
 fn shipped_binaries_ignore_the_panic_trigger() {
-    let echo = EchoService::start(0, "Bob");
+    let echo = EchoService::start(0, Some("Bob"));
     for binary in shipped() {
         let out = run_with_timeout(
             Command::new(binary)

@@ -3,15 +3,15 @@
 //! name rules, fits the smallest instance family (CPU_X64_XS), and publishes
 //! its logs to the event table.
 
-#[path = "common/spcs.rs"]
-mod spcs;
+mod common;
 
-use spcs::*;
+use common::repo_root;
+use common::spcs::*;
 use std::fs;
 use std::path::PathBuf;
 
 fn spec_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spec")
+    repo_root().join("spec")
 }
 
 fn load(name: &str) -> miniserde::json::Value {

@@ -6,25 +6,26 @@
 //! exists under target/tiny; both binaries are (re)built by scripts/build.
 //! Needs no container engine.
 
-#[path = "common/docker.rs"]
-mod docker;
+mod common;
 
-use docker::*;
-use std::env;
+use common::docker::*;
+use common::http::{EchoService, canned, http_reply};
+use common::job::without_timestamps;
+use common::*;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn tiny_requested() -> bool {
-    match env::var("TINY_IMAGE") {
-        Ok(v) if !v.is_empty() => v != "0",
-        _ => repo_root()
+/// As TINY_IMAGE asks; unset, when a tiny build is already there.
+fn tiny_wanted() -> bool {
+    tiny_requested().unwrap_or_else(|| {
+        repo_root()
             .join("target/tiny")
             .join(MUSL)
             .join("release/service-to-service")
-            .exists(),
-    }
+            .exists()
+    })
 }
 
 /// A scenario: name, environment, arguments.
@@ -89,7 +90,7 @@ fn comparable(log: &str) -> String {
 
 #[test]
 fn tiny_build_behaves_like_the_stable_build() {
-    if !tiny_requested() {
+    if !tiny_wanted() {
         loud(
             "tiny build not requested (set TINY_IMAGE=1 or run scripts/build --tiny); skipping the parity test",
         );
@@ -105,42 +106,34 @@ fn tiny_build_behaves_like_the_stable_build() {
         stable_build().binary_bytes
     );
 
-    let echo = EchoService::start(0, "Bob");
+    let echo = EchoService::start(0, Some("Bob"));
     let echo_url = format!("http://{}/echo", echo.addr);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let status_500 = canned_http_server(http_response(
+    let answer = |status: &str, content_type: &str, body: &[u8]| {
+        let headers = format!("Content-Type: {content_type}\r\nConnection: close\r\n");
+        canned(http_reply(status, &headers, body))
+    };
+    let status_500 = answer(
         "500 Internal Server Error",
         "text/plain",
         b"the echo service fell over",
-    ));
-    let not_json = canned_http_server(http_response(
-        "200 OK",
-        "application/json",
-        b"Bob said Hello",
-    ));
-    let wrong_shape = canned_http_server(http_response(
-        "200 OK",
-        "application/json",
-        br#"{"rows":[[0,"x"]]}"#,
-    ));
-    let wrong_index = canned_http_server(http_response(
-        "200 OK",
-        "application/json",
-        br#"{"data":[[7,"x"]]}"#,
-    ));
-    let non_string = canned_http_server(http_response(
+    );
+    let not_json = answer("200 OK", "application/json", b"Bob said Hello");
+    let wrong_shape = answer("200 OK", "application/json", br#"{"rows":[[0,"x"]]}"#);
+    let wrong_index = answer("200 OK", "application/json", br#"{"data":[[7,"x"]]}"#);
+    let non_string = answer(
         "200 OK",
         "application/json",
         br#"{"data":[[0,{"said":["Hello",1.5,null,true]}]]}"#,
-    ));
-    let huge = canned_http_server(http_response(
+    );
+    let huge = answer(
         "200 OK",
         "application/json",
         format!(r#"{{"data":[[0,"{}"]]}}"#, "x".repeat(4096)).as_bytes(),
-    ));
+    );
 
     let url = |u: &str| ("SERVICE_URL", u.to_string());
     let http = |a: std::net::SocketAddr| format!("http://{a}/echo");
@@ -255,13 +248,9 @@ fn tiny_build_behaves_like_the_stable_build() {
             .iter()
             .map(|binary| {
                 let dir = TempDir::new("parity");
-                fs::write(
-                    dir.path().join("input.txt"),
-                    "Hello\n\nwörld \"quoted\"\nlast",
-                )
-                .unwrap();
-                fs::write(dir.path().join("latin1.txt"), b"ok\ncaf\xe9\n").unwrap();
-                run(binary, dir.path(), vars, args)
+                fs::write(dir.join("input.txt"), "Hello\n\nwörld \"quoted\"\nlast").unwrap();
+                fs::write(dir.join("latin1.txt"), b"ok\ncaf\xe9\n").unwrap();
+                run(binary, &dir, vars, args)
             })
             .collect();
         let (a, b) = (&runs[0], &runs[1]);
@@ -291,7 +280,7 @@ fn tiny_build_behaves_like_the_stable_build() {
 
     // The success case really succeeded (so the comparison compared something).
     let dir = TempDir::new("parity-ok");
-    let ok = run(&tiny, dir.path(), &[url(&echo_url)], &[]);
+    let ok = run(&tiny, &dir, &[url(&echo_url)], &[]);
     assert_eq!(ok.code, Some(0), "{}", ok.stdout);
     assert!(ok.stdout.ends_with(": Bob said Hello"), "{}", ok.stdout);
 }

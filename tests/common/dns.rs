@@ -3,21 +3,20 @@
 //! once need distinct addresses), an SPCS-like resolv.conf naming it, and
 //! upstream servers that fail on purpose.
 //!
-//! Included with `#[path = "common/dns.rs"] mod dns;` so that it does not
-//! depend on `tests/common/mod.rs`. Every dnsmasq started here is killed when
-//! its `Dnsmasq` drops, on success and on panic, and by the kernel if the
-//! test process dies first.
-#![allow(dead_code)]
+//! Every dnsmasq started here is killed when its `Dnsmasq` drops, on success
+//! and on panic, and by the kernel if the test process dies first.
 
 use std::fs;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use super::{TempDir, skip_unless_ci, succeeds};
 
 /// The search domains of an SPCS job's resolv.conf.
 pub const SEARCH: [&str; 3] = [
@@ -26,19 +25,25 @@ pub const SEARCH: [&str; 3] = [
     "spcs.internal",
 ];
 
-/// Why these tests cannot run here, if they cannot: dnsmasq needs root for
-/// port 53, and the job's private resolv.conf needs `unshare -m`.
-pub fn unavailable() -> Option<String> {
+/// Whether dnsmasq can serve here; when not, after `skip_unless_ci`.
+pub fn available() -> bool {
+    match missing() {
+        Some(what) => {
+            skip_unless_ci(&what);
+            false
+        }
+        None => true,
+    }
+}
+
+/// What these tests lack here, if anything: dnsmasq needs root for port 53,
+/// and the job's private resolv.conf needs `unshare -m`.
+fn missing() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("root (dnsmasq on port 53, unshare -m)".to_owned());
     }
-    let version = Command::new("dnsmasq")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !version.is_ok_and(|s| s.success()) {
+    if !succeeds("dnsmasq", &["--version"]) {
         return Some("dnsmasq (Debian's dnsmasq-base)".to_owned());
     }
     None
@@ -66,16 +71,17 @@ fn claim_address() -> (Ipv4Addr, UdpSocket) {
 pub struct Dnsmasq {
     child: Child,
     pub address: Ipv4Addr,
-    dir: PathBuf,
+    dir: TempDir,
     log: PathBuf,
 }
 
 impl Dnsmasq {
     /// Starts dnsmasq with `extra` flags (`--host-record=...`,
     /// `--address=/.../...`, `--server=/.../...`, `--addn-hosts=...`) and
-    /// waits until it answers. Its files go in `dir`.
-    pub fn start(dir: &Path, extra: &[String]) -> Dnsmasq {
+    /// waits until it answers. Its files go in a directory of its own.
+    pub fn start(extra: &[String]) -> Dnsmasq {
         for _ in 0..5 {
+            let dir = TempDir::new("dnsmasq");
             let (address, claim) = claim_address();
             let log = dir.join(format!("dnsmasq-{address}.log"));
             let errors = dir.join(format!("dnsmasq-{address}.stderr"));
@@ -115,7 +121,7 @@ impl Dnsmasq {
             let mut dnsmasq = Dnsmasq {
                 child,
                 address,
-                dir: dir.to_owned(),
+                dir,
                 log,
             };
             if dnsmasq.wait_until_it_answers() {

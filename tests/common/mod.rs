@@ -1,530 +1,174 @@
-//! Shared helpers for the integration tests: run the real binary as a process,
-//! and stand up HTTP peers on 127.0.0.1 that behave or misbehave on purpose.
+//! Shared helpers for the integration tests. Here, what suites of every kind
+//! need; in the submodules, one concern each: the job binary as a process
+//! (`job`), peers on 127.0.0.1 (`http`), the container engine and
+//! scripts/build (`docker`), dnsmasq (`dns`), the real Snowflake CLI against
+//! a fake account (`snowflake`), and job specifications (`spcs`).
 //!
-//! Every test binary includes this module and uses part of it.
+//! Every suite says `mod common;` and compiles the whole tree, but uses only
+//! part of it: hence the one `dead_code` allowance, here, for all of it.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+pub mod dns;
+pub mod docker;
+pub mod http;
+pub mod job;
+pub mod snowflake;
+pub mod spcs;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::ops::Deref;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use miniserde::json::{self, Number, Value};
-
-/// The binary the suites drive: the one `S2S_BINARY` names, so that
-/// `scripts/test` can run them again against the release and tiny builds
-/// that ship, else the one cargo built for this test run.
-pub fn binary() -> PathBuf {
-    match std::env::var_os("S2S_BINARY").filter(|path| !path.is_empty()) {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "S2S_BINARY={} is not a file",
-                path.display()
-            );
-            path
-        }
-        None => PathBuf::from(env!("CARGO_BIN_EXE_service-to-service")),
-    }
+/// The repository's root, where scripts/, spec/ and tests/ are.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The job as a process, with a clean environment except what a test sets.
-pub struct Job {
-    command: Command,
-}
-
-pub fn job(service_url: &str) -> Job {
-    let mut command = Command::new(binary());
-    command
-        .env_clear()
-        .env("SERVICE_URL", service_url)
+/// Runs `cmd`, failing the test if it takes longer than `limit`.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let describe = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    Job { command }
-}
-
-/// The job in a private mount namespace where `source` is bind-mounted over
-/// `target`, to give it a different world without touching the machine's.
-/// `None`, after a skip line, where that needs root this process lacks.
-pub fn job_with_bind_mount(service_url: &str, source: &Path, target: &Path) -> Option<Job> {
-    if !can_unshare_mounts() {
-        skip_unless_ci("`unshare -m` (root)");
-        return None;
-    }
-    let script = format!(
-        "mount --bind '{}' '{}' && exec '{}'",
-        source.display(),
-        target.display(),
-        binary().display()
-    );
-    let mut command = Command::new("unshare");
-    command
-        .args(["-m", "sh", "-c", &script])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("SERVICE_URL", service_url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    Some(Job { command })
-}
-
-impl Job {
-    pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Job {
-        self.command.env(name, value);
-        self
-    }
-
-    pub fn arg(mut self, arg: &str) -> Job {
-        self.command.arg(arg);
-        self
-    }
-
-    pub fn stdin_bytes(self, bytes: Vec<u8>) -> Outcome {
-        let mut job = self;
-        job.command.stdin(Stdio::piped());
-        let mut child = job.spawn();
-        let mut stdin = child.stdin.take().expect("stdin");
-        let writer = thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
-        });
-        let outcome = finish(child, Instant::now());
-        writer.join().expect("stdin writer");
-        outcome
-    }
-
-    pub fn spawn(mut self) -> Child {
-        self.command.spawn().expect("start the job binary")
-    }
-
-    pub fn run(self) -> Outcome {
-        let started = Instant::now();
-        let child = { self }.spawn();
-        finish(child, started)
-    }
-
-    /// Runs the job to the end and also returns its own peak RSS in KiB.
-    ///
-    /// `finish_with_peak_rss` reports an upper bound: the kernel starts a
-    /// process's peak from that of the address space it replaced at exec,
-    /// which for a spawned child is the test process's. Here the job is
-    /// traced instead, stopped as it exits (while its memory still exists),
-    /// and its peak read from /proc (VmHWM). Where tracing is not allowed,
-    /// this falls back to the upper bound.
-    pub fn run_with_rss(mut self) -> (Outcome, u64) {
-        // SAFETY: ptrace is async-signal-safe; nothing is allocated between
-        // fork and exec.
-        unsafe {
-            self.command.pre_exec(|| {
-                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
-                Ok(())
-            });
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {describe}: {e}"));
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
-        let started = Instant::now();
-        let mut child = { self }.spawn();
-        // Drain the pipes first: a job blocked on a full pipe never exits.
-        let output = read_output(&mut child);
-        let peak = trace_to_exit(child.id() as libc::pid_t);
-        let (outcome, upper_bound) = wait_with_peak_rss(child, output, started);
-        (outcome, peak.unwrap_or(upper_bound))
-    }
-}
-
-/// What a finished job did.
-#[derive(Debug)]
-pub struct Outcome {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-pub fn finish(child: Child, started: Instant) -> Outcome {
-    let output = child.wait_with_output().expect("wait for the job");
-    Outcome {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
-}
-
-impl Outcome {
-    /// Messages of the log lines at `level`, with the prefix checked and removed.
-    pub fn lines(&self, level: &str) -> Vec<String> {
-        self.stdout
-            .lines()
-            .filter_map(|line| parse_log_line(line).filter(|(l, _)| l == level))
-            .map(|(_, message)| message)
-            .collect()
-    }
-
-    pub fn errors(&self) -> Vec<String> {
-        self.lines("ERROR")
-    }
-
-    /// The one ERROR line; fails the test unless there is exactly one.
-    pub fn error(&self) -> String {
-        let errors = self.errors();
-        assert_eq!(errors.len(), 1, "expected exactly one ERROR line:\n{self}");
-        errors.into_iter().next().unwrap_or_default()
-    }
-
-    /// Asserts the exit code, exactly one ERROR line containing `needle`, and
-    /// that nothing panicked.
-    pub fn assert_fails(&self, code: i32, needle: &str) {
-        assert_eq!(self.code, Some(code), "exit code:\n{self}");
-        let error = self.error();
-        assert!(
-            error.contains(needle),
-            "ERROR line lacks {needle:?}:\n{self}"
-        );
-        self.assert_no_panic();
-    }
-
-    pub fn assert_no_panic(&self) {
-        for text in [&self.stdout, &self.stderr] {
-            assert!(
-                !text.contains("panicked"),
-                "a panic reached the output:\n{self}"
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{describe} took longer than {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap())
             );
         }
-    }
-
-    pub fn assert_every_line_is_a_log_record(&self) {
-        for line in self.stdout.lines() {
-            assert!(parse_log_line(line).is_some(), "not a log record: {line:?}");
-        }
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.elapsed, self.stdout, self.stderr
-        )
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
 
-/// Splits `service-to-service [2023-04-29 21:52:09,208] [INFO] message`, checking
-/// the timestamp's shape digit by digit.
-pub fn parse_log_line(line: &str) -> Option<(String, String)> {
-    let rest = line.strip_prefix("service-to-service [")?;
-    let (timestamp, rest) = rest.split_at_checked(23)?;
-    let shape = "dddd-dd-dd dd:dd:dd,ddd";
-    let matches = timestamp.bytes().zip(shape.bytes()).all(|(t, s)| {
-        if s == b'd' {
-            t.is_ascii_digit()
-        } else {
-            t == s
-        }
-    });
-    if !matches {
-        return None;
-    }
-    let rest = rest.strip_prefix("] [")?;
-    let (level, message) = rest.split_once("] ")?;
-    ["ERROR", "WARNING", "INFO", "DEBUG", "TRACE"]
-        .contains(&level)
-        .then(|| (level.to_owned(), message.to_owned()))
-}
-
-/// A request as a test server saw it.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-    }
-
-    /// The `[index, text]` rows of a row-format request.
-    pub fn rows(&self) -> Vec<(u64, String)> {
-        let body = std::str::from_utf8(&self.body).expect("request body is UTF-8");
-        let value: Value = json::from_str(body).expect("request body is JSON");
-        let Value::Object(object) = value else {
-            panic!("request is not an object: {body}")
-        };
-        let Some(Value::Array(rows)) = object.get("data") else {
-            panic!("request has no data array: {body}")
-        };
-        rows.iter()
-            .map(|row| match row {
-                Value::Array(row) => match (&row[0], &row[1]) {
-                    (Value::Number(Number::U64(i)), Value::String(text)) => (*i, text.clone()),
-                    _ => panic!("bad request row: {body}"),
-                },
-                _ => panic!("bad request row: {body}"),
-            })
-            .collect()
-    }
-}
-
-/// What a test server answers.
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub headers: Vec<(String, String)>,
-    pub delay: Duration,
-}
-
-impl Reply {
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
-        Reply {
-            status,
-            body: body.into(),
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            delay: Duration::ZERO,
-        }
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    pub fn after(mut self, delay: Duration) -> Reply {
-        self.delay = delay;
-        self
-    }
-}
-
-/// The Tutorial 1 echo reply for `request`: `<name> said <text>` per row.
-pub fn echo(name: &str, request: &Request) -> Reply {
-    let rows: Vec<String> = request
-        .rows()
-        .iter()
-        .map(|(i, text)| format!("[{i},{}]", json::to_string(&format!("{name} said {text}"))))
-        .collect();
-    Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
-}
-
-/// An HTTP/1.1 server on 127.0.0.1 that answers every request with `handler`
-/// and records what it saw. Runs until the test process exits.
-pub struct Server {
-    pub addr: SocketAddr,
-    pub requests: Arc<Mutex<Vec<Request>>>,
-    pub connections: Arc<AtomicUsize>,
-}
-
-impl Server {
-    pub fn url(&self) -> String {
-        format!("http://{}/echo", self.addr)
-    }
-
-    pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-}
-
-pub fn serve<F>(handler: F) -> Server
-where
-    F: Fn(&Request, usize) -> Reply + Send + Sync + 'static,
-{
-    serve_on(TcpListener::bind("127.0.0.1:0").expect("bind"), handler)
-}
-
-pub fn serve_on<F>(listener: TcpListener, handler: F) -> Server
-where
-    F: Fn(&Request, usize) -> Reply + Send + Sync + 'static,
-{
-    let addr = listener.local_addr().expect("local addr");
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let handler = Arc::new(handler);
-    let (seen, count) = (Arc::clone(&requests), Arc::clone(&connections));
+fn drain<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
     thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            count.fetch_add(1, Ordering::SeqCst);
-            let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
-            thread::spawn(move || serve_connection(stream, &seen, &*handler));
-        }
-    });
-    Server {
-        addr,
-        requests,
-        connections,
-    }
-}
-
-fn serve_connection(
-    stream: TcpStream,
-    seen: &Mutex<Vec<Request>>,
-    handler: &dyn Fn(&Request, usize) -> Reply,
-) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut writer = stream;
-    while let Some(request) = read_request(&mut reader) {
-        let number = {
-            let mut seen = seen.lock().expect("requests lock");
-            seen.push(request.clone());
-            seen.len() - 1
-        };
-        let reply = handler(&request, number);
-        thread::sleep(reply.delay);
-        let mut head = format!(
-            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
-            reply.status,
-            reply.body.len()
-        );
-        for (name, value) in &reply.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&reply.body).is_err() {
-            return;
-        }
-    }
-}
-
-fn read_request(reader: &mut impl BufRead) -> Option<Request> {
-    let mut line = String::new();
-    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let mut headers = HashMap::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':')?;
-        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-    }
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(Request {
-        method,
-        path,
-        headers,
-        body,
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
     })
 }
 
-/// A server that runs `handler` on each raw connection, for replies no
-/// well-behaved server would send.
-pub fn serve_raw<F>(handler: F) -> SocketAddr
-where
-    F: Fn(TcpStream) + Send + Sync + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let handler = Arc::new(handler);
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let handler = Arc::clone(&handler);
-            thread::spawn(move || handler(stream));
-        }
-    });
-    addr
+/// Bytes a program printed, as text (invalid UTF-8 shown, not refused).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Reads one request's head and body off a raw connection, so a raw handler
-/// answers only once the job has sent everything.
-pub fn read_raw_request(stream: &TcpStream) -> Option<Request> {
-    read_request(&mut BufReader::new(stream.try_clone().ok()?))
+pub fn stdout(out: &Output) -> String {
+    text(&out.stdout)
 }
 
-/// Closes `stream` with a TCP RST instead of a FIN: SO_LINGER on, timeout 0.
-pub fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the descriptor is open for the call, and `linger` is a valid
-    // `struct linger` of the size passed.
-    let result = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(result, 0, "setsockopt(SO_LINGER)");
-    drop(stream);
+pub fn stderr(out: &Output) -> String {
+    text(&out.stderr)
 }
 
-/// A loopback address where a connect waits and then times out: a listener
-/// whose queue of connections not yet accepted is already full, so the
-/// kernel drops every further SYN. Keep the returned sockets alive as long
-/// as the address is used.
-pub fn unanswered_address() -> (SocketAddr, Vec<TcpStream>, std::os::fd::OwnedFd) {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: plain socket calls on a descriptor this function owns; the
-    // address structure is fully initialised and of the size passed.
-    let (listener, addr) = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket");
-        let listener = OwnedFd::from_raw_fd(fd);
-        let mut address: libc::sockaddr_in = std::mem::zeroed();
-        address.sin_family = libc::AF_INET as libc::sa_family_t;
-        address.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let bound = libc::bind(fd, (&raw const address).cast(), size);
-        assert_eq!(bound, 0, "bind");
-        assert_eq!(libc::listen(fd, 0), 0, "listen");
-        let mut length = size;
-        let named = libc::getsockname(fd, (&raw mut address).cast(), &mut length);
-        assert_eq!(named, 0, "getsockname");
-        let port = u16::from_be(address.sin_port);
-        (listener, SocketAddr::from(([127, 0, 0, 1], port)))
-    };
-    // A backlog of 0 still queues one connection; fill it, and then some.
-    let mut fillers = Vec::new();
-    for _ in 0..2 {
-        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            fillers.push(stream);
+/// Panics with the command's output unless it succeeded.
+pub fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Asserts that a program's `--help` names each of `words`.
+pub fn assert_help_mentions(help: &str, words: &[&str]) {
+    for word in words {
+        assert!(help.contains(word), "--help does not mention {word}");
+    }
+}
+
+/// Writes `script` to `path` as an executable: the stand-ins tests put on
+/// PATH in place of docker, podman or snow.
+pub fn write_executable(path: &Path, script: &str) {
+    std::fs::write(path, script).expect("write a stand-in");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .expect("make a stand-in executable");
+}
+
+/// Kills and reaps a child process on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh directory under the target directory, for what a test and the
+/// job write. Removed on drop, unless the test is failing: what it left is
+/// then there to look at.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        // A process id is reused: an earlier failing run may have left one.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<OsStr> for TempDir {
+    fn as_ref(&self) -> &OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    (addr, fillers, listener)
-}
-
-/// A loopback port with nothing listening on it (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A fresh directory under the target directory, removed by nobody: tests
-/// inspect what the job left behind.
-pub fn temp_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
 }
 
 /// The names of the files in `dir`, sorted.
@@ -538,148 +182,45 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Sends `signal` to a child process.
-pub fn send_signal(child: &Child, signal: i32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    let result = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-    assert_eq!(result, 0, "kill failed");
+/// Whether this is CI (`CI=true`, or `CI=1`), where every test must run.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
 }
 
-/// Waits for `child` and returns its outcome with its peak RSS in KiB, from
-/// the kernel's accounting for that one process. An upper bound: the kernel
-/// counts the peak of the address space replaced at exec, here the test
-/// process's, so a big test process inflates it; `Job::run_with_rss`
-/// measures the job's own.
-pub fn finish_with_peak_rss(child: Child, started: Instant) -> (Outcome, u64) {
-    let mut child = child;
-    let output = read_output(&mut child);
-    wait_with_peak_rss(child, output, started)
+/// Writes one line straight to the process's stderr: the test harness
+/// captures `eprintln!`, and a skip must be seen even when tests pass.
+pub fn loud(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-type OutputReaders = (thread::JoinHandle<String>, thread::JoinHandle<String>);
-
-/// Threads that read a child's stdout and stderr to their end.
-fn read_output(child: &mut Child) -> OutputReaders {
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    (out, err)
-}
-
-fn wait_with_peak_rss(child: Child, (out, err): OutputReaders, started: Instant) -> (Outcome, u64) {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zeroed and filled by wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for this test's own child; both pointers are valid.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4 failed");
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    let outcome = Outcome {
-        code,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        elapsed: started.elapsed(),
-    };
-    (outcome, usage.ru_maxrss as u64)
-}
-
-/// Follows a child that asked to be traced (PTRACE_TRACEME) until it is
-/// about to exit, and returns its peak RSS (VmHWM) in KiB read at that
-/// moment. Leaves the child running to its end, to be reaped by the caller.
-/// None if the child was not traced. Must run on the thread that spawned it.
-fn trace_to_exit(pid: libc::pid_t) -> Option<u64> {
-    let wait = || {
-        let mut status = 0;
-        // SAFETY: waits for one child; __WALL also sees a traced child's stops.
-        let waited = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        (waited == pid).then_some(status)
-    };
-    let resume = |signal: i32| {
-        // SAFETY: the child is in a ptrace stop.
-        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, signal) };
-    };
-    // A traced child stops with SIGTRAP at its exec; untraced, it would
-    // only be seen here once it has exited, so peek without reaping first.
-    // SAFETY: siginfo_t is plain data, and all zeroes is a valid one.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is valid for writing; WNOWAIT leaves the child as it is.
-    let peeked = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::__WALL,
-        )
-    };
-    if peeked != 0
-        || info.si_code != libc::CLD_TRAPPED
-        // SAFETY: si_status is set for the stops and exits waitid reports.
-        || unsafe { info.si_status() } != libc::SIGTRAP
-    {
-        return None;
-    }
-    wait()?;
-    // SAFETY: the child is in its exec stop.
-    unsafe {
-        libc::ptrace(
-            libc::PTRACE_SETOPTIONS,
-            pid,
-            0,
-            libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL,
-        )
-    };
-    resume(0);
-    loop {
-        let status = wait()?;
-        if !libc::WIFSTOPPED(status) {
-            // Ended without an exit stop; the caller can no longer reap it
-            // either, so report nothing and let the caller see the error.
-            return None;
-        }
-        if status >> 8 == libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8) {
-            let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|status| {
-                    status
-                        .lines()
-                        .find_map(|line| line.strip_prefix("VmHWM:"))
-                        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-                });
-            // SAFETY: the child is in its exit stop; detaching lets it end.
-            unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
-            return peak;
-        }
-        // Any other stop is a signal on its way in: deliver it.
-        resume(libc::WSTOPSIG(status));
-    }
-}
-
-/// Skips a test that needs something this machine lacks: fails under
-/// `CI=true`, where everything must be there, and otherwise says so in one
-/// line that the test harness does not capture.
+/// Skips a test that needs `what`, which this machine lacks: under CI, where
+/// everything must be there, the test fails instead. Otherwise one loud line
+/// says so, once per test binary for each `what`, however many tests skip.
 pub fn skip_unless_ci(what: &str) {
-    use std::io::Write;
     assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} is required under CI=true"
+        !in_ci(),
+        "CI=true, and this test needs {what}, which is missing"
     );
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {what} is not available here");
+    static SAID: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = SAID
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(what.to_owned());
+    if first {
+        loud(&format!(
+            "!!!!! SKIPPED: tests that need {what}, missing here (with CI=true this fails) !!!!!"
+        ));
+    }
 }
 
-/// Whether a private mount namespace can be made (`unshare -m`, as root).
-pub fn can_unshare_mounts() -> bool {
-    Command::new("unshare")
-        .args(["-m", "true"])
+/// Whether `program args` runs and exits 0, its output discarded: the probe
+/// for a tool that a test needs.
+pub fn succeeds(program: impl AsRef<OsStr>, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }

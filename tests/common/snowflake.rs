@@ -2,74 +2,45 @@
 //! target/snow-venv at the versions in tests/snowflake-cli-requirements.txt)
 //! against a fake Snowflake account on 127.0.0.1 (tests/peers/fake_snowflake.py),
 //! which records every SQL text it receives.
-//!
-//! Included with `#[path = "common/snowflake.rs"] mod snowflake;`.
-#![allow(dead_code)]
 
 use miniserde::json::{self, Value};
 use std::env;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::job::binary;
+use super::{TempDir, repo_root, skip_unless_ci, succeeds};
+
+/// The variables scripts/push and scripts/execute-job read: a test sets
+/// the ones it means, and none come from whoever runs the tests.
+pub const SCRIPT_SETTINGS: [&str; 8] = [
+    "COMPUTE_POOL",
+    "JOB_NAME",
+    "IMAGE",
+    "SERVICE_URL",
+    "STAGE",
+    "SNOW_CONNECTION",
+    "REPOSITORY_URL",
+    "CONTAINER_ENGINE",
+];
 
 /// The directory holding the real `snow`: $S2S_SNOW_BIN, else
-/// target/snow-venv/bin. None, after one loud line, when it is missing;
-/// under CI=true a missing CLI fails the test instead.
+/// target/snow-venv/bin. None, after `skip_unless_ci`, when it is missing.
 pub fn real_snow_bin() -> Option<PathBuf> {
     let dir = env::var_os("S2S_SNOW_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/snow-venv/bin"));
-    let works = Command::new(dir.join("snow"))
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
+        .unwrap_or_else(|| repo_root().join("target/snow-venv/bin"));
+    if succeeds(dir.join("snow"), &["--version"]) {
         return Some(dir);
     }
-    assert!(
-        !matches!(env::var("CI").as_deref(), Ok("true") | Ok("1")),
-        "CI=true but the real Snowflake CLI is not at {} (scripts/test installs it)",
+    skip_unless_ci(&format!(
+        "the real Snowflake CLI at {} (scripts/test installs it)",
         dir.display()
-    );
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "!!!!! SKIPPED: the real Snowflake CLI is not at {}; scripts/test installs it !!!!!",
-        dir.display()
-    );
+    ));
     None
-}
-
-/// A fresh directory under the target directory, removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "snowflake-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The fake account, with a SNOWFLAKE_HOME whose config.toml points the
@@ -79,8 +50,8 @@ impl Drop for Scratch {
 pub struct FakeSnowflake {
     child: Child,
     pub port: u16,
-    pub state: Scratch,
-    pub home: Scratch,
+    pub state: TempDir,
+    pub home: TempDir,
     pub snow_bin: PathBuf,
 }
 
@@ -88,17 +59,16 @@ impl FakeSnowflake {
     /// Starts the fake on an ephemeral loopback port. `registry` is the host
     /// its SHOW IMAGE REPOSITORIES names.
     pub fn start(snow_bin: PathBuf, registry: &str) -> FakeSnowflake {
-        let state = Scratch::new("state");
-        let home = Scratch::new("home");
-        let log_path = state.0.join("fake_snowflake.log");
+        let state = TempDir::new("state");
+        let home = TempDir::new("home");
+        let log_path = state.join("fake_snowflake.log");
         let log = fs::File::create(&log_path).unwrap();
         let child = Command::new("python3")
-            .arg(repo().join("tests/peers/fake_snowflake.py"))
-            .env("FAKE_SNOWFLAKE_DIR", &state.0)
-            .env(
-                "FAKE_SNOWFLAKE_JOB_BINARY",
-                env!("CARGO_BIN_EXE_service-to-service"),
-            )
+            .arg(repo_root().join("tests/peers/fake_snowflake.py"))
+            .env("FAKE_SNOWFLAKE_DIR", &*state)
+            // The jobs it runs are the binary under test, as S2S_BINARY
+            // picks it for the passes over the shipped builds.
+            .env("FAKE_SNOWFLAKE_JOB_BINARY", binary())
             .env("FAKE_SNOWFLAKE_REGISTRY", registry)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -122,7 +92,7 @@ impl FakeSnowflake {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let config = home.0.join("config.toml");
+        let config = home.join("config.toml");
         // No version check: snow would ask pypi.org for its latest release.
         let mut connections = String::from(
             "default_connection_name = \"fake\"\n\n[cli]\nignore_new_version_warning = true\n",
@@ -164,28 +134,19 @@ impl FakeSnowflake {
                 env::var("PATH").unwrap_or_default()
             ),
         )
-        .env("SNOWFLAKE_HOME", &self.home.0)
+        .env("SNOWFLAKE_HOME", &self.home)
         // The connector would otherwise probe cloud metadata endpoints
         // (169.254.169.254 and others) to report its platform.
         .env("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
         .stdin(Stdio::null());
-        for var in [
-            "COMPUTE_POOL",
-            "JOB_NAME",
-            "IMAGE",
-            "SERVICE_URL",
-            "STAGE",
-            "SNOW_CONNECTION",
-            "REPOSITORY_URL",
-            "CONTAINER_ENGINE",
-        ] {
+        for var in SCRIPT_SETTINGS {
             cmd.env_remove(var);
         }
         cmd
     }
 
     fn requests(&self) -> Vec<Value> {
-        let text = fs::read_to_string(self.state.0.join("requests.jsonl")).unwrap_or_default();
+        let text = fs::read_to_string(self.state.join("requests.jsonl")).unwrap_or_default();
         text.lines()
             .map(|l| json::from_str(l).expect("requests.jsonl line"))
             .collect()
@@ -193,24 +154,20 @@ impl FakeSnowflake {
 
     /// Every SQL text received, in order.
     pub fn sql(&self) -> Vec<String> {
-        self.requests()
-            .iter()
-            .filter_map(|r| match r {
-                Value::Object(o) => match o.get("sql") {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
+        self.received("sql")
     }
 
     /// The request paths received, in order.
     pub fn paths(&self) -> Vec<String> {
+        self.received("path")
+    }
+
+    /// The string `key` of each request recorded that has one, in order.
+    fn received(&self, key: &str) -> Vec<String> {
         self.requests()
             .iter()
             .filter_map(|r| match r {
-                Value::Object(o) => match o.get("path") {
+                Value::Object(o) => match o.get(key) {
                     Some(Value::String(s)) => Some(s.clone()),
                     _ => None,
                 },
@@ -221,7 +178,7 @@ impl FakeSnowflake {
 
     /// The registry tokens issued so far.
     pub fn tokens(&self) -> Vec<String> {
-        fs::read_to_string(self.state.0.join("tokens.txt"))
+        fs::read_to_string(self.state.join("tokens.txt"))
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
@@ -230,13 +187,13 @@ impl FakeSnowflake {
 
     /// The local directory standing for stage `db.schema.stage`.
     pub fn stage(&self, name: &str) -> PathBuf {
-        self.state.0.join("stages").join(name.to_ascii_uppercase())
+        self.state.join("stages").join(name.to_ascii_uppercase())
     }
 
     /// Gives the account the tables COPY INTO unloads: a JSON object
     /// `{"NAME": {"columns": [...], "rows": [[...], ...]}}`.
     pub fn set_tables(&self, tables: &str) {
-        fs::write(self.state.0.join("tables.json"), tables).unwrap();
+        fs::write(self.state.join("tables.json"), tables).unwrap();
     }
 
     /// Reclaims the compute-pool node of an instance once it has ended, as
@@ -244,12 +201,12 @@ impl FakeSnowflake {
     /// "error"}`, what SYSTEM$GET_SERVICE_LOGS then gives for that instance
     /// of any job.
     pub fn set_reclaimed_nodes(&self, nodes: &str) {
-        fs::write(self.state.0.join("reclaimed_nodes.json"), nodes).unwrap();
+        fs::write(self.state.join("reclaimed_nodes.json"), nodes).unwrap();
     }
 
     /// Forgets the SQL received so far.
     pub fn clear(&self) {
-        let _ = fs::remove_file(self.state.0.join("requests.jsonl"));
+        let _ = fs::remove_file(self.state.join("requests.jsonl"));
     }
 }
 

@@ -3,49 +3,25 @@
 //! YAML is parsed by Python's PyYAML (`yaml.safe_load`) and handed over as
 //! JSON, so the crate needs no YAML dependency. The checks follow Snowflake's
 //! service specification reference.
-//!
-//! Included with `#[path = "common/spcs.rs"] mod spcs;`.
-#![allow(dead_code)]
 
 use miniserde::json::{self, Number, Value};
-use std::env;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-/// The instance family the specs must fit: CPU_X64_XS, 1 vCPU and 6 GiB.
-/// Writes one line straight to the process's stderr: the test harness
-/// captures `eprintln!`, and a skip must be seen even when tests pass.
-pub fn loud(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
+use super::{skip_unless_ci, succeeds};
 
+/// The instance family the specs must fit: CPU_X64_XS, 1 vCPU and 6 GiB.
 pub const XS_MILLI_CPU: f64 = 1000.0;
 pub const XS_MEMORY_BYTES: f64 = 6.0 * 1024.0 * 1024.0 * 1024.0;
 
-fn in_ci() -> bool {
-    matches!(env::var("CI").as_deref(), Ok("true") | Ok("1"))
-}
-
-/// Whether python3 with PyYAML is available. Without it tests skip (one loud
-/// line), except under CI=true, where they fail.
+/// Whether python3 with PyYAML is there; when not, after `skip_unless_ci`.
+/// Asked once per test binary.
 pub fn yaml_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    let available = *AVAILABLE.get_or_init(|| {
-        let ok = Command::new("python3")
-            .args(["-c", "import yaml"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok && !in_ci() {
-            loud("!!!!! SKIPPED: spec checks need python3 with PyYAML (pip install pyyaml) !!!!!");
-        }
-        ok
-    });
-    if !available && in_ci() {
-        panic!("CI=true but python3 with PyYAML is missing (pip install pyyaml)");
+    let available = *AVAILABLE.get_or_init(|| succeeds("python3", &["-c", "import yaml"]));
+    if !available {
+        skip_unless_ci("python3 with PyYAML (pip install pyyaml)");
     }
     available
 }

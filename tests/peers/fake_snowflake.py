@@ -109,6 +109,15 @@ class SqlError(Exception):
         self.message = message
 
 
+def statement(pattern, sql, complaint, flags=re.I):
+    """The match of `pattern` for the whole of `sql`; else the syntax error a
+    statement the fake does not take gets, saying `complaint`."""
+    m = re.match(pattern, sql, flags)
+    if not m:
+        raise SqlError("001003", "42000", complaint)
+    return m
+
+
 def record(entry):
     with LOCK, open(os.path.join(STATE, "requests.jsonl"), "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
@@ -325,15 +334,14 @@ def done(message="Statement executed successfully."):
 
 
 def execute_job(sql, session):
-    m = re.match(
+    m = statement(
         rf"EXECUTE\s+JOB\s+SERVICE\s+IN\s+COMPUTE\s+POOL\s+({IDENT})\s+FROM\s+"
         rf"(?:SPECIFICATION\s+\$\$(?P<inline>.*?)\$\$|(?P<stage>@{NAME})\s+SPECIFICATION_FILE\s*=\s*'(?P<file>[^']*)')"
         rf"\s+NAME\s*=\s*(?P<name>{NAME})(?P<options>.*?);?\s*$",
         sql,
+        "SQL compilation error: syntax error in EXECUTE JOB SERVICE",
         re.S | re.I,
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in EXECUTE JOB SERVICE")
     pool = m.group(1).upper()
     if m.group("inline") is not None:
         text = m.group("inline")
@@ -391,16 +399,15 @@ SERVICE_COLUMNS = [
 
 
 def show_services(sql, session):
-    m = re.match(
+    m = statement(
         rf"SHOW\s+(JOB\s+)?SERVICES(?:\s+LIKE\s+'(?P<like>[^']*)')?"
         rf"(?:\s+IN\s+SCHEMA(?:\s+(?P<schema>{IDENT}(?:\.{IDENT})?))?)?"
         rf"(?:\s*->>\s*SELECT\s+(?P<picked>\"[a-z_]+\"(?:\s*,\s*\"[a-z_]+\")*)\s+FROM\s+\$1"
         rf"\s+WHERE\s+\"name\"\s*=\s*'(?P<exact>[^']*)')?\s*;?\s*$",
         sql,
+        "SQL compilation error: syntax error in SHOW SERVICES",
         re.S | re.I,
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in SHOW SERVICES")
     # IN SCHEMA alone is the session's schema; a bare schema is in the
     # session's database.
     prefix = m.group("schema") + "." if m.group("schema") else ""
@@ -443,9 +450,11 @@ def service(name, session, what):
 
 
 def show_containers(sql, session):
-    m = re.match(rf"SHOW\s+SERVICE\s+CONTAINERS\s+IN\s+SERVICE\s+({NAME})\s*;?\s*$", sql, re.I)
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in SHOW SERVICE CONTAINERS")
+    m = statement(
+        rf"SHOW\s+SERVICE\s+CONTAINERS\s+IN\s+SERVICE\s+({NAME})\s*;?\s*$",
+        sql,
+        "SQL compilation error: syntax error in SHOW SERVICE CONTAINERS",
+    )
     job = service(m.group(1), session, "SHOW SERVICE CONTAINERS")
     db, sch, short = job.name.split(".")
     rows = []
@@ -466,13 +475,11 @@ def show_containers(sql, session):
 
 
 def service_logs(sql, session):
-    m = re.match(
+    m = statement(
         rf"SELECT\s+SYSTEM\$GET_SERVICE_LOGS\s*\(\s*'({NAME})'\s*,\s*(\d+)\s*,\s*'([^']*)'\s*(?:,\s*\d+\s*)?\)\s*;?\s*$",
         sql,
-        re.I,
+        "SQL compilation error: syntax error in GET_SERVICE_LOGS",
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in GET_SERVICE_LOGS")
     job = service(m.group(1), session, "GET_SERVICE_LOGS")
     index, container = int(m.group(2)), m.group(3)
     if index >= job.replicas or container != job.container:
@@ -525,16 +532,15 @@ EVENT_COLUMNS = {
 
 def service_table(sql, session):
     """SELECT ... FROM TABLE(<job>!SPCS_GET_LOGS(...)) or SPCS_GET_EVENTS."""
-    m = re.match(
+    m = statement(
         rf"SELECT\s+(?P<columns>\*|[A-Z_]+(?:\s*,\s*[A-Z_]+)*)\s+FROM\s+TABLE\s*\(\s*(?P<name>{NAME})"
         rf"!SPCS_GET_(?P<kind>LOGS|EVENTS)\s*\((?P<args>(?:[^()]|\([^()]*\))*)\)\s*\)"
         rf"(?:\s+WHERE\s+INSTANCE_ID\s+IN\s*\((?P<ids>[\d\s,]+)\))?"
         rf"(?P<ordered>\s+ORDER\s+BY\s+TIMESTAMP)?\s*;?\s*$",
         sql,
+        "SQL compilation error: syntax error in a SPCS_GET_LOGS or SPCS_GET_EVENTS query (the fake reads the project's)",
         re.S | re.I,
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in a SPCS_GET_LOGS or SPCS_GET_EVENTS query (the fake reads the project's)")
     job = service(m.group("name"), session, f"SPCS_GET_{m.group('kind').upper()}")
     with LOCK:
         event_table = ACCOUNT["event_table"]
@@ -575,22 +581,22 @@ def service_table(sql, session):
 
 
 def alter_account(sql, session):
-    m = re.match(
+    m = statement(
         rf"ALTER\s+ACCOUNT\s+(?:SET\s+EVENT_TABLE\s*=\s*(?P<table>{NAME})|(?P<unset>UNSET\s+EVENT_TABLE))\s*;?\s*$",
         sql,
-        re.I,
+        "SQL compilation error: the fake's ALTER ACCOUNT sets or unsets EVENT_TABLE only",
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: the fake's ALTER ACCOUNT sets or unsets EVENT_TABLE only")
     with LOCK:
         ACCOUNT["event_table"] = "" if m.group("unset") else m.group("table").upper()
     return done()
 
 
 def show_parameters(sql, session):
-    m = re.match(r"SHOW\s+PARAMETERS\s+LIKE\s+'EVENT_TABLE'\s+IN\s+ACCOUNT\s*;?\s*$", sql, re.I)
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: the fake shows the EVENT_TABLE parameter only")
+    statement(
+        r"SHOW\s+PARAMETERS\s+LIKE\s+'EVENT_TABLE'\s+IN\s+ACCOUNT\s*;?\s*$",
+        sql,
+        "SQL compilation error: the fake shows the EVENT_TABLE parameter only",
+    )
     with LOCK:
         value = ACCOUNT["event_table"]
     columns = ["key", "value", "default", "level", "description", "type"]
@@ -599,9 +605,11 @@ def show_parameters(sql, session):
 
 
 def drop_service(sql, session):
-    m = re.match(rf"DROP\s+SERVICE\s+(IF\s+EXISTS\s+)?({NAME})\s*;?\s*$", sql, re.I)
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in DROP SERVICE")
+    m = statement(
+        rf"DROP\s+SERVICE\s+(IF\s+EXISTS\s+)?({NAME})\s*;?\s*$",
+        sql,
+        "SQL compilation error: syntax error in DROP SERVICE",
+    )
     full = qualify(m.group(2), session, "DROP SERVICE")
     with LOCK:
         job = SERVICES.pop(full, None)
@@ -616,9 +624,11 @@ def drop_service(sql, session):
 
 
 def stop_pool(sql, session):
-    m = re.match(rf"ALTER\s+COMPUTE\s+POOL\s+({IDENT})\s+STOP\s+ALL\s*;?\s*$", sql, re.I)
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in ALTER COMPUTE POOL")
+    m = statement(
+        rf"ALTER\s+COMPUTE\s+POOL\s+({IDENT})\s+STOP\s+ALL\s*;?\s*$",
+        sql,
+        "SQL compilation error: syntax error in ALTER COMPUTE POOL",
+    )
     pool = m.group(1).upper()
     with LOCK:
         stopped = [n for n, j in SERVICES.items() if j.pool == pool]
@@ -629,11 +639,12 @@ def stop_pool(sql, session):
 
 
 def put(sql, session):
-    m = re.match(
-        rf"PUT\s+'file://([^']+)'\s+@({NAME})(/[^\s]*)?(?P<options>.*?);?\s*$", sql, re.S | re.I
+    m = statement(
+        rf"PUT\s+'file://([^']+)'\s+@({NAME})(/[^\s]*)?(?P<options>.*?);?\s*$",
+        sql,
+        "SQL compilation error: syntax error in PUT",
+        re.S | re.I,
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in PUT")
     stage = qualify(m.group(2), session, "PUT")
     sub = (m.group(3) or "").strip("/")
     location = os.path.join(stage_dir(stage), sub)
@@ -665,13 +676,12 @@ def put(sql, session):
 
 
 def get(sql, session):
-    m = re.match(
+    m = statement(
         rf"GET\s+@({NAME})(/[^\s']*)?\s+'file://([^']+)'(?:\s+PATTERN\s*=\s*'([^']*)')?\s*;?\s*$",
         sql,
+        "SQL compilation error: syntax error in GET",
         re.S | re.I,
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in GET")
     stage = qualify(m.group(1), session, "GET")
     root = stage_dir(stage)
     sub = (m.group(2) or "").strip("/")
@@ -711,14 +721,13 @@ def copy_into(sql, session):
     NONE. Tables come from FAKE_SNOWFLAKE_DIR/tables.json, {"NAME":
     {"columns": [...], "rows": [[...], ...]}}, found by the last part of
     their name."""
-    m = re.match(
+    m = statement(
         rf"COPY\s+INTO\s+@({NAME})(/[^\s]*)?\s+FROM\s+\(\s*SELECT\s+ARRAY_CONSTRUCT\s*\(([^)]*)\)"
         rf"\s+FROM\s+({NAME})\s*\)\s+FILE_FORMAT\s*=\s*\((?P<format>[^)]*)\)(?P<options>.*?);?\s*$",
         sql,
+        "SQL compilation error: syntax error in COPY INTO (the fake unloads ARRAY_CONSTRUCT of columns only)",
         re.S | re.I,
     )
-    if not m:
-        raise SqlError("001003", "42000", "SQL compilation error: syntax error in COPY INTO (the fake unloads ARRAY_CONSTRUCT of columns only)")
     stage = qualify(m.group(1), session, "COPY INTO")
     file_format, options = m.group("format"), m.group("options")
     if not re.search(r"TYPE\s*=\s*'?JSON'?", file_format, re.I):
