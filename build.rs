@@ -16,7 +16,4 @@ fn main() {
     // instead of reporting, since its unwind tables are gone.
     let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     println!("cargo:rustc-link-arg-bins=-T{dir}/release.ld");
-    // Identical code folding: lld merges functions whose machine code is the
-    // same, read-only ones included (LTO leaves many monomorphized copies).
-    println!("cargo:rustc-link-arg-bins=--icf=all");
 }

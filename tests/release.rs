@@ -1,5 +1,5 @@
 //! The binary that ships, as the release link cuts it (src/unwind.rs,
-//! release.ld and --icf=all from build.rs, src/thread_name.rs):
+//! release.ld from build.rs, src/thread_name.rs):
 //!
 //! - what the link kept: the same build made again with its symbols
 //!   (`scripts/build --unstripped`, and `--tiny` too when TINY_IMAGE is set),
