@@ -579,18 +579,7 @@ pub fn display_value(value: &[u8]) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::testing::{Row, encode_request};
-
-    fn rows(texts: &[&str]) -> Vec<Row> {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Row {
-                index: i as u64,
-                text: t.to_string(),
-            })
-            .collect()
-    }
+    use crate::request::testing::{Row, encode_request, rows};
 
     fn decode(body: &str, sent: &[u64]) -> Result<Vec<String>, String> {
         decode_reply(body.as_bytes(), sent).map(|values| {

@@ -221,6 +221,18 @@ pub(crate) mod testing {
         pub text: String,
     }
 
+    /// `texts` as rows numbered from 0.
+    pub fn rows(texts: &[&str]) -> Vec<Row> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Row {
+                index: i as u64,
+                text: t.to_string(),
+            })
+            .collect()
+    }
+
     /// The request body for `rows`, as text.
     pub fn encode_request(rows: &[Row]) -> String {
         let mut batch = Batch::new(InputFormat::Lines);
@@ -235,18 +247,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{Row, encode_request};
-
-    fn rows(texts: &[&str]) -> Vec<Row> {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Row {
-                index: i as u64,
-                text: t.to_string(),
-            })
-            .collect()
-    }
+    use super::testing::{encode_request, rows};
 
     #[test]
     fn encodes_the_tutorial_request() {
