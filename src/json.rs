@@ -94,6 +94,24 @@ static STRING_STOP: [bool; 256] = {
     stop
 };
 
+/// The position of the first byte at or after `at` that ends a run of
+/// literal string characters, or the end of `bytes`: eight bytes at a time
+/// while a whole word is left, then byte by byte.
+#[inline]
+fn skip_literal_run(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(word) = swar::word(bytes, at) {
+        let stops = swar::string_stops(word);
+        if stops != 0 {
+            return at + swar::first(stops);
+        }
+        at += 8;
+    }
+    while at < bytes.len() && !STRING_STOP[usize::from(bytes[at])] {
+        at += 1;
+    }
+    at
+}
+
 pub struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -241,17 +259,7 @@ impl<'a> Scanner<'a> {
         let start = at + 1;
         at += 2;
         loop {
-            while let Some(word) = swar::word(bytes, at) {
-                let stops = swar::string_stops(word);
-                if stops != 0 {
-                    at += swar::first(stops);
-                    break;
-                }
-                at += 8;
-            }
-            while at < bytes.len() && !STRING_STOP[usize::from(bytes[at])] {
-                at += 1;
-            }
+            at = skip_literal_run(bytes, at);
             match bytes.get(at) {
                 Some(b'"') => break,
                 Some(b'\\') => match bytes.get(at + 1) {
@@ -375,17 +383,7 @@ impl<'a> Scanner<'a> {
         let mut compact = true;
         let mut pos = self.pos + 1;
         loop {
-            while let Some(word) = swar::word(bytes, pos) {
-                let stops = swar::string_stops(word);
-                if stops != 0 {
-                    pos += swar::first(stops);
-                    break;
-                }
-                pos += 8;
-            }
-            while pos < bytes.len() && !STRING_STOP[usize::from(bytes[pos])] {
-                pos += 1;
-            }
+            pos = skip_literal_run(bytes, pos);
             self.pos = pos;
             match self.bump() {
                 Some(b'"') => return Ok((escaped, compact)),
