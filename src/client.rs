@@ -6,7 +6,6 @@
 //! their framing, and times each call out. The wire format lives in `rows`;
 //! this module decides which failures to retry, and how soon.
 
-use std::hash::{BuildHasher, RandomState};
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,6 +157,7 @@ impl Client {
                 url: self.url.to_string(),
                 attempts: attempt,
                 elapsed: started.elapsed(),
+                deadline: self.retry_deadline,
                 cause: cause.clone(),
             };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -212,11 +212,17 @@ impl Client {
             request = config.build();
         }
         log::debug!("POST {} ({} bytes)", self.url, body.len());
-        let mut response = self.agent.run(request).map_err(|e| self.before_reply(e))?;
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|e| self.before_reply(e, limits))?;
         let status = response.status().as_u16();
         let length = response.body().content_length();
         if length.is_some_and(|length| length > self.max_response_bytes) {
-            return Err(self.classify(ureq::Error::BodyExceedsLimit(self.max_response_bytes)));
+            return Err(self.classify(
+                ureq::Error::BodyExceedsLimit(self.max_response_bytes),
+                limits,
+            ));
         }
         // Neither a length nor chunks: the body ends where the connection
         // does, so a body cut short by a reset looks complete.
@@ -236,7 +242,7 @@ impl Client {
             .reader();
         reply
             .read_body(reader, self.max_response_bytes)
-            .map_err(|e| self.classify(e.into()))?;
+            .map_err(|e| self.classify(e.into(), limits))?;
         log::debug!("HTTP {status} ({} bytes)", reply.body().len());
 
         if TRANSIENT_STATUSES.contains(&status) {
@@ -271,7 +277,7 @@ impl Client {
     }
 
     /// A failure before the reply's head was read whole.
-    fn before_reply(&self, error: ureq::Error) -> Verdict {
+    fn before_reply(&self, error: ureq::Error, limits: &Limits) -> Verdict {
         match &error {
             ureq::Error::Io(io) => match io.kind() {
                 ErrorKind::ConnectionReset
@@ -280,20 +286,25 @@ impl Client {
                 ErrorKind::UnexpectedEof => {
                     Verdict::SendAgain("connection closed before the reply was complete".to_owned())
                 }
-                _ => self.classify(error),
+                _ => self.classify(error, limits),
             },
-            _ => self.classify(error),
+            _ => self.classify(error, limits),
         }
     }
 
-    fn classify(&self, error: ureq::Error) -> Verdict {
+    /// What a failed attempt with `limits` means, and its cause in words.
+    fn classify(&self, error: ureq::Error, limits: &Limits) -> Verdict {
         use ureq::Error as E;
         let protocol =
             |problem: String| Verdict::GiveUp(Error::protocol(&self.url.to_string(), problem));
         match error {
             E::HostNotFound => Verdict::RetryLater("host not found (DNS)".to_owned()),
             E::ConnectionFailed => Verdict::RetryLater("connection failed".to_owned()),
-            E::Timeout(which) => Verdict::RetryLater(format!("timed out ({which})")),
+            E::Timeout(ureq::Timeout::Connect) => Verdict::RetryLater(format!(
+                "no connection {}",
+                self.limit("CONNECT_TIMEOUT", self.connect_timeout, limits.connect)
+            )),
+            E::Timeout(_) => Verdict::RetryLater(self.no_reply_within(limits)),
             E::BodyStalled => Verdict::RetryLater("the reply stalled".to_owned()),
             E::Io(io) => match io.kind() {
                 ErrorKind::ConnectionRefused => {
@@ -307,7 +318,7 @@ impl Client {
                     "connection closed before the reply was complete".to_owned(),
                 ),
                 ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                    Verdict::RetryLater("timed out".to_owned())
+                    Verdict::RetryLater(self.no_reply_within(limits))
                 }
                 // The peer's bytes broke HTTP framing: the service answered wrongly.
                 ErrorKind::InvalidData | ErrorKind::InvalidInput => {
@@ -329,6 +340,29 @@ impl Client {
     }
 }
 
+impl Client {
+    fn no_reply_within(&self, limits: &Limits) -> String {
+        format!(
+            "no complete reply {}",
+            self.limit("REQUEST_TIMEOUT", self.request_timeout, limits.request)
+        )
+    }
+
+    /// The time limit that ran out, named by the setting to raise: as set,
+    /// or the time left before the retry deadline when that was shorter.
+    fn limit(&self, setting: &str, configured: Duration, given: Duration) -> String {
+        if given < configured {
+            format!(
+                "in the {} left before RETRY_DEADLINE={}",
+                Seconds(given),
+                Seconds(self.retry_deadline)
+            )
+        } else {
+            format!("within {setting}={}", Seconds(configured))
+        }
+    }
+}
+
 /// Exponential from 100 ms, capped at 5 s, with "equal jitter": half the step
 /// is fixed and half random, so that replicas started together spread out.
 fn backoff(attempt: u32) -> Duration {
@@ -336,7 +370,7 @@ fn backoff(attempt: u32) -> Duration {
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);
     let half = step / 2;
-    let random = RandomState::new().hash_one(attempt) % (half.as_micros() as u64 + 1);
+    let random = crate::random::number() % (half.as_micros() as u64 + 1);
     half + Duration::from_micros(random)
 }
 

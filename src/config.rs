@@ -80,7 +80,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "MAX_RESPONSE_BYTES",
         default: Some("10485760"),
-        meaning: "largest reply body accepted, in bytes",
+        meaning: "largest reply body accepted, in bytes (at most 1073741824, 1 GiB)",
     },
     Variable {
         name: "SNOWFLAKE_JOBS_COUNT",
@@ -134,6 +134,10 @@ fn default_of(name: &str) -> Option<&'static str> {
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_BATCH_SIZE: usize = 100_000;
 const MAX_CONCURRENCY: usize = 256;
+/// A reply is held whole in memory, and a buffer for it is reserved at
+/// once: a gibibyte is far above any batch's reply, and still an amount
+/// that can be had.
+const MAX_RESPONSE_BYTES: usize = 1 << 30;
 /// A URL's path goes into the request line and its host and credentials into
 /// headers; with this cap every request head fits the client's write buffer.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
@@ -252,15 +256,7 @@ impl Config {
         )?;
         let output = match get("OUTPUT_FILE")? {
             None => None,
-            Some(path) if path.is_empty() => {
-                return Err(Error::config(
-                    "OUTPUT_FILE",
-                    "is empty; give a path or leave it unset",
-                ));
-            }
-            Some(path) => Some(PathBuf::from(
-                path.replace("{index}", &shard.index.to_string()),
-            )),
+            Some(path) => Some(replica_path("OUTPUT_FILE", &path, shard)?),
         };
 
         let duration = |name: &'static str, zero_ok: bool| {
@@ -294,7 +290,7 @@ impl Config {
             connect_timeout: duration("CONNECT_TIMEOUT", false)?,
             request_timeout: duration("REQUEST_TIMEOUT", false)?,
             retry_deadline: duration("RETRY_DEADLINE", true)?,
-            max_response_bytes: count("MAX_RESPONSE_BYTES", usize::MAX)? as u64,
+            max_response_bytes: count("MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES)? as u64,
             shard,
         })
     }
@@ -364,8 +360,38 @@ fn parse_count(text: &str, max: usize) -> Result<usize, String> {
         Ok(0) => Err("is 0; it must be at least 1".to_owned()),
         Ok(n) if n > max => Err(format!("is {n}; the most allowed is {max}")),
         Ok(n) => Ok(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            Err(format!("is {}; the most allowed is {max}", text.trim()))
+        }
         Err(_) => Err(format!("{text:?} is not a whole number")),
     }
+}
+
+/// The file a per-replica setting names for this replica: `{index}`
+/// becomes its index. With several replicas a name without `{index}` is
+/// refused, since they would all write the one file and all but the last
+/// replica's rows would be lost without a word.
+fn replica_path(name: &'static str, path: &str, shard: Shard) -> Result<PathBuf, Error> {
+    if path.is_empty() {
+        return Err(Error::config(
+            name,
+            "is empty; give a path or leave it unset",
+        ));
+    }
+    if shard.count > 1 && !path.contains("{index}") {
+        return Err(Error::config(
+            name,
+            format!(
+                "is {path:?}, without {{index}}, and all {} replicas (SNOWFLAKE_JOBS_COUNT) \
+                 would write that one file; put {{index}} in the name, as in \
+                 /data/output-{{index}}.jsonl, to give each replica its own",
+                shard.count
+            ),
+        ));
+    }
+    Ok(PathBuf::from(
+        path.replace("{index}", &shard.index.to_string()),
+    ))
 }
 
 fn parse_shard(index: &str, count: &str) -> Result<Shard, Error> {
@@ -628,6 +654,21 @@ mod tests {
                 .contains("must be 0 to 1")
         );
         assert!(config_error(&[("SNOWFLAKE_JOB_INDEX", "x")]).contains("not a whole number"));
+        let shared = config_error(&[
+            ("SNOWFLAKE_JOBS_COUNT", "4"),
+            ("OUTPUT_FILE", "/data/out.jsonl"),
+        ]);
+        assert!(
+            shared.contains(
+                "OUTPUT_FILE: is \"/data/out.jsonl\", without {index}, and all 4 replicas"
+            ),
+            "{shared}"
+        );
+        let one = config(&[
+            ("SNOWFLAKE_JOBS_COUNT", "1"),
+            ("OUTPUT_FILE", "/d/out.jsonl"),
+        ]);
+        assert_eq!(one.unwrap().output, Some(PathBuf::from("/d/out.jsonl")));
     }
 
     #[test]
@@ -648,5 +689,14 @@ mod tests {
         assert!(config_error(&[("BATCH_SIZE", "0")]).contains("at least 1"));
         assert!(config_error(&[("CONCURRENCY", "1000")]).contains("most allowed is 256"));
         assert!(config_error(&[("MAX_RESPONSE_BYTES", "ten")]).contains("not a whole number"));
+        let gib = config(&[("MAX_RESPONSE_BYTES", "1073741824")]).unwrap();
+        assert_eq!(gib.max_response_bytes, 1 << 30);
+        for absurd in ["1073741825", "100000000000000", "99999999999999999999999"] {
+            let error = config_error(&[("MAX_RESPONSE_BYTES", absurd)]);
+            assert!(
+                error.contains(&format!("is {absurd}; the most allowed is 1073741824")),
+                "{error}"
+            );
+        }
     }
 }

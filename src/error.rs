@@ -24,11 +24,14 @@ pub enum Error {
         url: String,
         attempts: u32,
         elapsed: Duration,
+        /// RETRY_DEADLINE, which ran out.
+        deadline: Duration,
         cause: String,
     },
     /// The service answered, but not with a valid reply (EX_PROTOCOL).
     Protocol { url: String, problem: String },
-    /// The output file cannot be created (EX_CANTCREAT).
+    /// An output file cannot be created (EX_CANTCREAT); `path` says which
+    /// file, and for which setting.
     CantCreate { path: String, cause: std::io::Error },
     /// Reading input or writing output failed midway (EX_IOERR).
     Io { what: String, cause: std::io::Error },
@@ -73,18 +76,19 @@ impl fmt::Display for Error {
                 url,
                 attempts,
                 elapsed,
+                deadline,
                 cause,
             } => write!(
                 f,
-                "service {url} unreachable after {attempts} attempt(s) over {}: {cause}",
-                Seconds(*elapsed)
+                "service {url} unreachable after {attempts} attempt(s) over {} \
+                 (RETRY_DEADLINE={}): {cause}",
+                Seconds(*elapsed),
+                Seconds(*deadline)
             ),
             Error::Protocol { url, problem } => {
                 write!(f, "service {url} answered wrongly: {problem}")
             }
-            Error::CantCreate { path, cause } => {
-                write!(f, "cannot create output file {path}: {cause}")
-            }
+            Error::CantCreate { path, cause } => write!(f, "cannot create {path}: {cause}"),
             Error::Io { what, cause } => write!(f, "{what}: {cause}"),
         }
     }

@@ -249,13 +249,18 @@ fn refuse_gzip(reader: &mut impl BufRead) -> Result<(), Error> {
     Ok(())
 }
 
-/// How many rows this replica will send, when that can be known up front
-/// (a regular file, counted in one streaming pass); `None` for stdin.
+/// How many rows this replica will send, when that can be known up front:
+/// a regular file, counted in one streaming pass of its own. `None` for
+/// anything else, stdin, a pipe, a FIFO or a device, which can be read only
+/// once: a second reader would take rows from the job's own.
 pub fn count_rows(input: &Input, shard: Shard) -> Option<u64> {
     let lines = match input {
         Input::Single(_) => 1,
         Input::Stdin => return None,
         Input::File(path) => {
+            if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                return None;
+            }
             let mut reader = BufReader::with_capacity(64 * 1024, File::open(path).ok()?);
             let mut lines = 0u64;
             let mut ends_with_newline = true;

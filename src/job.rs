@@ -39,7 +39,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let client = Arc::new(Client::new(config));
     let mut rows = Rows::open(&config.input, config.input_format, config.shard)?;
     let mut output = match &config.output {
-        Some(path) => Some(AtomicFile::create(path)?),
+        Some(path) => Some(AtomicFile::create("OUTPUT_FILE", path)?),
         None => None,
     };
     // Replies go to OUTPUT_FILE, or to the log when it is unset, so that

@@ -323,10 +323,16 @@ impl<'a> Scanner<'a> {
     }
 
     fn word(&mut self, word: &[u8]) -> Result<bool, ScanError> {
-        if self.bytes[self.pos..].starts_with(word) {
+        let rest = &self.bytes[self.pos..];
+        if rest.starts_with(word) {
             self.pos += word.len();
             Ok(true)
         } else {
+            // Input that ends inside the word ends early, like any other
+            // value cut short: the position says so.
+            if word.starts_with(rest) {
+                self.pos = self.bytes.len();
+            }
             Err(ScanError::Syntax)
         }
     }
@@ -413,8 +419,11 @@ impl<'a> Scanner<'a> {
                     0xD800..=0xDBFF => {
                         match (self.peek(), self.bytes.get(self.pos + 1)) {
                             (Some(b'\\'), Some(b'u')) => self.pos += 2,
-                            // The input ends here: not yet lone.
-                            (None, _) | (Some(b'\\'), None) => return Err(ScanError::Syntax),
+                            // The input ends here: not yet lone, but cut.
+                            (None, _) | (Some(b'\\'), None) => {
+                                self.pos = self.bytes.len();
+                                return Err(ScanError::Syntax);
+                            }
                             _ => return lone,
                         }
                         match self.hex4()? {

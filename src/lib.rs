@@ -40,6 +40,7 @@ pub mod job;
 pub mod json;
 pub mod logging;
 mod output;
+mod random;
 pub mod reply;
 mod request;
 #[allow(unsafe_code)]

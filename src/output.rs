@@ -1,16 +1,27 @@
 //! Where replies go when `OUTPUT_FILE` is set: JSON lines written under a
-//! temporary name beside the final one, and renamed into place only once
+//! temporary name beside the final one, and moved into place only once
 //! every row has succeeded. A failed, killed or stopped job leaves nothing
 //! under the final name, so a reader never sees half an output.
+//!
+//! A temporary name is unique to its run, `.NAME.<16 hex digits>.tmp`, so
+//! that what a killed run left can never block the next: a job is PID 1 in
+//! every container, so a name made of the process id repeats from run to
+//! run. Each run first removes the leftovers of earlier runs for its own
+//! destination: files named exactly so, or `.NAME.<digits>.tmp` as earlier
+//! versions named them, and nothing else.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::signals;
+use crate::{random, signals};
 
 pub struct AtomicFile {
+    /// The setting that named the destination, for messages.
+    setting: &'static str,
     temp: PathBuf,
     destination: PathBuf,
     writer: Option<BufWriter<File>>,
@@ -18,30 +29,38 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    pub fn create(destination: &Path) -> Result<AtomicFile, Error> {
-        let cant_create = |cause| Error::CantCreate {
-            path: destination.display().to_string(),
-            cause,
-        };
+    /// Starts writing what will become `destination`, the file that
+    /// `setting` names.
+    pub fn create(setting: &'static str, destination: &Path) -> Result<AtomicFile, Error> {
         let Some(name) = destination.file_name() else {
-            return Err(cant_create(std::io::Error::other("the path names no file")));
+            return Err(Error::CantCreate {
+                path: format!("{setting} {}", destination.display()),
+                cause: std::io::Error::other("the path names no file"),
+            });
         };
-        let mut temp_name = std::ffi::OsString::from(".");
+        remove_leftovers(destination, name);
+        let mut temp_name = OsString::from(".");
         temp_name.push(name);
-        temp_name.push(format!(".{}.tmp", std::process::id()));
+        temp_name.push(format!(".{:016x}.tmp", random::number()));
         let temp = destination.with_file_name(temp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(cant_create)?;
-        signals::remove_on_stop(temp.clone());
-        Ok(AtomicFile {
+        let mut file = AtomicFile {
+            setting,
             temp,
             destination: destination.to_owned(),
-            writer: Some(BufWriter::with_capacity(64 * 1024, file)),
+            writer: None,
             committed: false,
-        })
+        };
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file.temp)
+            .map_err(|cause| Error::CantCreate {
+                path: file.describe_temp(),
+                cause,
+            })?;
+        signals::remove_on_stop(file.temp.clone());
+        file.writer = Some(BufWriter::with_capacity(64 * 1024, created));
+        Ok(file)
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
@@ -49,26 +68,32 @@ impl AtomicFile {
             Some(writer) => writer.write_all(bytes),
             None => Ok(()),
         };
-        result.map_err(|cause| self.io_error(cause))
+        result.map_err(|cause| Error::Io {
+            what: format!("writing {}", self.describe_temp()),
+            cause,
+        })
     }
 
-    /// Flushes, syncs and renames into place.
+    /// Flushes, syncs and moves the file into place.
     pub fn commit(mut self) -> Result<(), Error> {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        let file = writer
+        writer
             .into_inner()
             .map_err(|e| e.into_error())
-            .and_then(|file| file.sync_all().map(|()| file))
-            .map_err(|cause| self.io_error(cause))?;
-        drop(file);
+            .and_then(|file| file.sync_all())
+            .map_err(|cause| Error::Io {
+                what: format!("writing {}", self.describe_temp()),
+                cause,
+            })?;
         if let Err(cause) = std::fs::rename(&self.temp, &self.destination) {
-            self.copy_into_place().map_err(|copy| {
-                self.io_error(std::io::Error::new(
-                    copy.kind(),
-                    format!("rename failed ({cause}), and so did the copy ({copy})"),
-                ))
+            self.copy_into_place().map_err(|copy| Error::Io {
+                what: format!(
+                    "moving {} into place: rename failed ({cause}), and so did copying it",
+                    self.describe_temp()
+                ),
+                cause: copy,
             })?;
         }
         self.committed = true;
@@ -81,11 +106,19 @@ impl AtomicFile {
     /// file is copied to its final name in one sequential write, which they
     /// do support, and the temporary removed. The copy is of bytes only:
     /// `std::fs::copy` would also copy permissions (fchmod), and fail.
+    ///
+    /// While the copy runs, the destination is half-written: a failure or a
+    /// stop removes it, so that it is complete or absent. Such a filesystem
+    /// may refuse to remove a file that is open, as FUSE does where it
+    /// cannot rename, so a stop waits until the copy has let go of both
+    /// files (at most one buffer's write), and the job then stops itself.
     fn copy_into_place(&self) -> std::io::Result<()> {
         log::debug!(
             "Cannot rename into place; copying to {}",
             self.destination.display()
         );
+        signals::remove_on_stop(self.destination.clone());
+        signals::defer_stops();
         let copied = File::open(&self.temp).and_then(|mut source| {
             let mut destination = OpenOptions::new()
                 .write(true)
@@ -95,26 +128,87 @@ impl AtomicFile {
             stream(&mut source, &mut destination)?;
             destination.sync_all()
         });
-        if let Err(error) = copied {
+        let stopped = signals::resume_stops();
+        if copied.is_err() || stopped.is_some() {
             let _ = std::fs::remove_file(&self.destination);
-            return Err(error);
         }
+        signals::leave_on_stop(&self.destination);
+        if let Some(signal) = stopped {
+            signals::stop(signal);
+        }
+        copied?;
         std::fs::remove_file(&self.temp)
     }
 
-    fn io_error(&self, cause: std::io::Error) -> Error {
-        Error::Io {
-            what: format!("writing output file {}", self.destination.display()),
-            cause,
+    fn describe_temp(&self) -> String {
+        format!(
+            "{}, the temporary file of {} {}",
+            self.temp.display(),
+            self.setting,
+            self.destination.display()
+        )
+    }
+}
+
+/// Removes what earlier runs left for `destination` (its file name is
+/// `name`), logging each; a leftover that cannot be removed is only
+/// reported, since it no longer blocks anything.
+fn remove_leftovers(destination: &Path, name: &OsStr) {
+    let directory = match destination.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // A directory that cannot be read cannot be written either: creating
+    // the temporary file reports that, naming it.
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        // Only regular files: never a directory, or what a link points at.
+        if !is_leftover(name, &file_name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!(
+                "Removed {}, left by an earlier run that did not finish",
+                path.display()
+            ),
+            Err(cause) => log::warn!(
+                "Cannot remove {}, left by an earlier run that did not finish: {cause}",
+                path.display()
+            ),
         }
     }
 }
 
+/// Whether `candidate` is a temporary name this job gives, or gave, the
+/// file `name`: `.NAME.` then 16 lowercase hex digits, or a process id,
+/// then `.tmp`.
+fn is_leftover(name: &OsStr, candidate: &OsStr) -> bool {
+    let unique = candidate
+        .as_bytes()
+        .strip_prefix(b".")
+        .and_then(|rest| rest.strip_prefix(name.as_bytes()))
+        .and_then(|rest| rest.strip_prefix(b"."))
+        .and_then(|rest| rest.strip_suffix(b".tmp"));
+    match unique {
+        Some(hex) if hex.len() == 16 => hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        Some(pid) => (1..=10).contains(&pid.len()) && pid.iter().all(u8::is_ascii_digit),
+        None => false,
+    }
+}
+
 /// Plain reads and writes in order: no `copy_file_range` or `sendfile`,
-/// whose support a streaming filesystem need not have.
+/// whose support a streaming filesystem need not have. Gives up when a
+/// stop waits.
 fn stream(source: &mut File, destination: &mut File) -> std::io::Result<()> {
     let mut buffer = vec![0; 64 * 1024];
     loop {
+        if signals::stop_deferred() {
+            return Err(std::io::Error::other("stopped by a signal"));
+        }
         match source.read(&mut buffer) {
             Ok(0) => return Ok(()),
             Ok(n) => destination.write_all(&buffer[..n])?,
@@ -129,6 +223,41 @@ impl Drop for AtomicFile {
         if !self.committed {
             let _ = std::fs::remove_file(&self.temp);
             signals::leave_on_stop(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_this_destinations_temporary_names_only() {
+        let name = OsStr::new("out.jsonl");
+        let yes = [
+            ".out.jsonl.0123456789abcdef.tmp",
+            ".out.jsonl.1.tmp",
+            ".out.jsonl.4294967295.tmp",
+        ];
+        for candidate in yes {
+            assert!(is_leftover(name, OsStr::new(candidate)), "{candidate}");
+        }
+        let no = [
+            "out.jsonl",
+            ".out.jsonl.tmp",
+            ".out.jsonl..tmp",
+            ".out.jsonl.0123456789ABCDEF.tmp",
+            ".out.jsonl.0123456789abcde.tmp",
+            ".out.jsonl.12345678901.tmp",
+            ".out.jsonl.5.0123456789abcdef.tmp",
+            ".out.jsonl.1.tmp.bak",
+            ".out.jsonl2.1.tmp",
+            ".other.jsonl.1.tmp",
+            "..out.jsonl.1.tmp",
+            ".out.jsonl.-1.tmp",
+        ];
+        for candidate in no {
+            assert!(!is_leftover(name, OsStr::new(candidate)), "{candidate}");
         }
     }
 }

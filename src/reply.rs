@@ -107,7 +107,9 @@ impl Reply {
         let read = (&mut reader).take(GROWN).read_to_end(&mut self.body)?;
         if read as u64 == GROWN {
             let rest = usize::try_from(limit.saturating_sub(GROWN)).unwrap_or(usize::MAX);
-            self.body.reserve_exact(rest.saturating_add(1));
+            // Where the reservation cannot be had, the buffer grows as
+            // bytes come instead, and reading fails if even that runs out.
+            let _ = self.body.try_reserve_exact(rest.saturating_add(1));
             reader.read_to_end(&mut self.body)?;
         }
         Ok(())
@@ -118,6 +120,11 @@ impl Reply {
     pub fn decode(&mut self, sent: &[u64]) -> Result<(), BadReply> {
         let body = &self.body;
         if let Err(e) = std::str::from_utf8(body) {
+            // A body that stops inside a character was cut there: no JSON
+            // document ends with half a character.
+            if e.error_len().is_none() {
+                return Err(BadReply::EndsEarly);
+            }
             return Err(BadReply::Message(format!(
                 "reply is not valid UTF-8 (at byte {})",
                 e.valid_up_to()
@@ -741,6 +748,27 @@ mod tests {
         assert!(error.contains("not valid UTF-8 (at byte 13)"), "{error}");
     }
 
+    /// A body cut anywhere, inside a character, a string, an escape, a
+    /// number or a literal, is a body that ends early: never "not JSON" or
+    /// "not UTF-8", which would not be retried.
+    #[test]
+    fn a_reply_cut_anywhere_ends_early() {
+        let whole = "{ \"data\" : [[0,\"é 🦀 \\u00e9 \\ud83e\\udd80 \\n\"],[1, -12.5e+3 ],\
+                     [2,[true,false,null,{\"k\":\"v\"}]]], \"other\": [1] }";
+        assert!(decode_reply(whole.as_bytes(), &[0, 1, 2]).is_ok());
+        for cut in 0..whole.len() {
+            let mut reply = Reply::default();
+            reply
+                .read_body(&whole.as_bytes()[..cut], cut as u64)
+                .unwrap();
+            let verdict = reply.decode(&[0, 1, 2]);
+            assert!(
+                matches!(verdict, Err(BadReply::EndsEarly)),
+                "cut after {cut} bytes: {verdict:?}"
+            );
+        }
+    }
+
     #[test]
     fn deep_nesting_is_refused_cheaply() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -975,6 +1003,11 @@ mod properties {
                     || new.starts_with("reply ends before its JSON is complete")
                     || new.contains("too large for a 64-bit float")
                     || new.contains("half of a UTF-16 surrogate pair")
+            }
+            // The old decoder called a body cut inside a character not
+            // UTF-8; it is a body cut short.
+            (Err(new), Err(old)) if old.starts_with("reply is not valid UTF-8") => {
+                new == old || new.starts_with("reply ends before its JSON is complete")
             }
             (Err(new), Err(old)) if old.contains("has an index that is not a whole number") => {
                 let row = |message: &str| message.split(" of the reply").next().map(str::to_owned);

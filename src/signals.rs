@@ -6,11 +6,30 @@
 //! in a container the kernel drops SIGTERM unless the process handles it;
 //! blocked signals are queued instead, so this works there too.
 
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
-/// Temporary files to remove if the job is stopped before it finishes.
-static FILES_TO_REMOVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// What a stop must do, shared by the watcher and the job.
+struct Stopping {
+    /// Temporary files to remove if the job is stopped before it finishes.
+    files: Vec<PathBuf>,
+    /// A stop now would leave a half-written file that cannot be removed
+    /// while it is open: the job stops itself at a safe point instead.
+    deferred: bool,
+    /// The signal of a deferred stop.
+    asked: Option<i32>,
+}
+
+static STOPPING: Mutex<Stopping> = Mutex::new(Stopping {
+    files: Vec::new(),
+    deferred: false,
+    asked: None,
+});
+
+fn stopping() -> MutexGuard<'static, Stopping> {
+    // Nothing panics while holding the lock; a poisoned one is still whole.
+    STOPPING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Starts the watcher. Call before any other thread exists, so that every
 /// later thread inherits the blocked mask.
@@ -30,37 +49,67 @@ pub fn watch() {
         .name("signals".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            let mut signal = 0;
-            // SAFETY: `set` and `signal` are valid for the call.
-            while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
-            stop(signal)
+            loop {
+                let mut signal = 0;
+                // SAFETY: `set` and `signal` are valid for the call.
+                if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                    continue;
+                }
+                let (name, _) = described(signal);
+                log::warn!("Received {name}; stopping the job before it finished");
+                let mut state = stopping();
+                // A second signal does not wait.
+                if state.deferred && state.asked.is_none() {
+                    state.asked = Some(signal);
+                    continue;
+                }
+                drop(state);
+                stop(signal)
+            }
         });
 }
 
 /// Removes `path` if the job is stopped by a signal.
 pub fn remove_on_stop(path: PathBuf) {
-    if let Ok(mut files) = FILES_TO_REMOVE.lock() {
-        files.push(path);
-    }
+    stopping().files.push(path);
 }
 
 /// The job has dealt with `path` itself: a stop leaves it alone.
-pub fn leave_on_stop(path: &PathBuf) {
-    if let Ok(mut files) = FILES_TO_REMOVE.lock() {
-        files.retain(|p| p != path);
-    }
+pub fn leave_on_stop(path: &Path) {
+    stopping().files.retain(|p| p != path);
 }
 
-fn stop(signal: i32) -> ! {
-    let (name, status) = match signal {
+/// From now on a stop waits for the job to reach a safe point, where it
+/// calls `resume_stops`; a second signal stops the job all the same.
+pub fn defer_stops() {
+    stopping().deferred = true;
+}
+
+/// Whether a stop is waiting for the job.
+pub fn stop_deferred() -> bool {
+    stopping().asked.is_some()
+}
+
+/// Stops are no longer deferred; the signal of the stop that waited, if one
+/// did, for the caller to clean up after itself and call `stop` with.
+pub fn resume_stops() -> Option<i32> {
+    let mut state = stopping();
+    state.deferred = false;
+    state.asked.take()
+}
+
+/// Ends the job as a signal asks: removes the files registered, exits with
+/// 128 + the signal.
+pub fn stop(signal: i32) -> ! {
+    for path in stopping().files.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    std::process::exit(described(signal).1)
+}
+
+fn described(signal: i32) -> (&'static str, i32) {
+    match signal {
         libc::SIGINT => ("SIGINT", 130),
         _ => ("SIGTERM", 143),
-    };
-    log::warn!("Received {name}; stopping the job before it finished");
-    if let Ok(files) = FILES_TO_REMOVE.lock() {
-        for path in files.iter() {
-            let _ = std::fs::remove_file(path);
-        }
     }
-    std::process::exit(status)
 }

@@ -29,6 +29,16 @@ fn shuffling_echo() -> Server {
     })
 }
 
+/// Asserts that `actual` is `expected`, naming the first line that differs
+/// rather than printing both whole.
+fn assert_lines(actual: &[String], expected: &[String]) {
+    let differ = actual.iter().zip(expected).position(|(a, e)| a != e);
+    if let Some(at) = differ {
+        panic!("line {at} is {:?}, expected {:?}", actual[at], expected[at]);
+    }
+    assert_eq!(actual.len(), expected.len(), "lines");
+}
+
 fn read_output(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .expect("output file")
@@ -152,6 +162,21 @@ fn file_problems_have_their_own_exit_codes() {
         .env("OUTPUT_FILE", dir.join("no/such/dir/out.jsonl"))
         .run()
         .assert_fails(73, "out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("no/such/dir/out.jsonl"))
+        .run();
+    // The file that could not be made, and what it was for.
+    assert!(
+        outcome
+            .error()
+            .contains(", the temporary file of OUTPUT_FILE "),
+        "{outcome}"
+    );
+    assert!(
+        outcome.error().contains("no/such/dir/.out.jsonl."),
+        "{outcome}"
+    );
     assert!(
         server.requests().is_empty(),
         "nothing is sent when the output cannot be created"
@@ -218,13 +243,166 @@ fn kill_9_mid_job_leaves_nothing_under_the_final_name() {
     let _ = child.wait();
     let files = files_in(&dir);
     assert!(!files.contains(&"out.jsonl".to_owned()), "{files:?}");
-    // What is left is only the hidden temporary file, which a rerun ignores.
+    // What is left is only the hidden temporary file, which a rerun removes.
     assert!(
         files
             .iter()
             .all(|f| f == "input.txt" || f.starts_with(".out.jsonl.")),
         "{files:?}"
     );
+}
+
+/// Whether `name` is a temporary name the job gives `out.jsonl` now:
+/// `.out.jsonl.` and 16 hex digits.
+fn is_temporary_of_out_jsonl(name: &str) -> bool {
+    name.strip_prefix(".out.jsonl.")
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// In a container the job is always PID 1: a temporary file named by the
+/// process id would be the same in every run, and what a killed run left
+/// would block the next. Killed as PID 1, then run again as PID 1 over the
+/// leftovers (its own, and one named as earlier versions named them).
+#[test]
+fn a_job_killed_as_pid_1_does_not_block_its_rerun() {
+    let stalling = serve(|request, n| match n {
+        0..=2 => echo("Bob", request),
+        _ => Reply::json(200, "").after(Duration::from_secs(30)),
+    });
+    let dir = TempDir::new("rerun");
+    let input = write_input(&dir, "x\n".repeat(100).as_bytes());
+    let output = dir.join("out.jsonl");
+    let Some(first) = job_as_pid_1(&stalling.url()) else {
+        return;
+    };
+    let mut child = first
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "10")
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stalling.requests().len() < 4 {
+        assert!(Instant::now() < deadline, "the job sent too little");
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let left = files_in(&dir);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(is_temporary_of_out_jsonl(&left[0]), "{left:?}");
+    // Earlier versions named it by the process id; and two bystanders
+    // that only look alike.
+    for name in [
+        ".out.jsonl.1.tmp",
+        ".out.jsonl.1.tmp.keep",
+        ".other.jsonl.1.tmp",
+    ] {
+        std::fs::write(dir.join(name), "x").expect("write");
+    }
+
+    let server = shuffling_echo();
+    let Some(rerun) = job_as_pid_1(&server.url()) else {
+        return;
+    };
+    let outcome = rerun
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "10")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(read_output(&output).len(), 100);
+    for leftover in [&left[0], ".out.jsonl.1.tmp"] {
+        let removed = format!(
+            "Removed {}, left by an earlier run that did not finish",
+            dir.join(leftover).display()
+        );
+        assert!(outcome.logged("INFO", &removed), "{removed}\n{outcome}");
+    }
+    assert_eq!(
+        files_in(&dir),
+        [
+            ".other.jsonl.1.tmp",
+            ".out.jsonl.1.tmp.keep",
+            "input.txt",
+            "out.jsonl"
+        ]
+    );
+}
+
+#[test]
+fn replicas_refuse_to_share_one_output_file() {
+    let server = shuffling_echo();
+    let dir = TempDir::new("shared-output");
+    let input = write_input(&dir, b"a\nb\n");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("out.jsonl"))
+        .env("SNOWFLAKE_JOBS_COUNT", "4")
+        .env("SNOWFLAKE_JOB_INDEX", "2")
+        .run();
+    outcome.assert_fails(64, "OUTPUT_FILE: is ");
+    assert!(
+        outcome
+            .error()
+            .contains("without {index}, and all 4 replicas"),
+        "{outcome}"
+    );
+    assert!(
+        outcome.error().contains("/data/output-{index}.jsonl"),
+        "{outcome}"
+    );
+    assert!(server.requests().is_empty(), "nothing is sent");
+    assert_eq!(files_in(&dir), ["input.txt"], "nothing is written");
+}
+
+/// An input that can be read only once, a FIFO or a pipe, is read once:
+/// every row sent, none lost to a count of rows ahead.
+#[test]
+fn a_fifo_or_a_pipe_is_read_once_to_its_end() {
+    let rows = 100_000;
+    let text: String = (0..rows).map(|i| format!("row {i}\n")).collect();
+    let expected: Vec<String> = (0..rows)
+        .map(|i| format!("[{i},\"I said row {i}\"]"))
+        .collect();
+    let server = serve_echo("I");
+    let dir = TempDir::new("fifo");
+    let fifo = dir.join("rows.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo");
+    let writer = {
+        let (fifo, text) = (fifo.clone(), text.clone());
+        thread::spawn(move || std::fs::write(fifo, text).expect("write the FIFO"))
+    };
+    let output = dir.join("out.jsonl");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &fifo)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "500")
+        .run();
+    writer.join().expect("writer");
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_lines(&read_output(&output), &expected);
+    let done = format!("Done: {rows}/? rows");
+    assert!(
+        outcome
+            .lines("INFO")
+            .last()
+            .is_some_and(|l| l.starts_with(&done)),
+        "{outcome}"
+    );
+
+    // /dev/stdin, a path to a pipe here, as a process substitution is.
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", "/dev/stdin")
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "500")
+        .stdin_bytes(text.into_bytes());
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_lines(&read_output(&output), &expected);
 }
 
 #[test]

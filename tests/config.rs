@@ -116,6 +116,33 @@ fn bad_durations_exit_64_saying_what_would_be_right() {
 
 /// Asserts that `secret` and, for credentials, its Basic encoding appear in
 /// no line of the output, on stdout or stderr.
+/// A reply is held in memory whole, in a buffer reserved up to the limit:
+/// an absurd limit must be refused up front, not abort at the first large
+/// reply without an ERROR line.
+#[test]
+fn the_reply_size_limit_is_bounded() {
+    let server = serve_echo("Bob");
+    for value in ["1073741825", "100000000000000", "99999999999999999999999"] {
+        assert_refused(
+            &server,
+            "MAX_RESPONSE_BYTES",
+            value,
+            &[&format!("is {value}; the most allowed is 1073741824")],
+        );
+    }
+    assert!(server.requests().is_empty());
+    // The most allowed works, with a reply large enough to be reserved for.
+    let large = serve(|request, _| {
+        let text = "x".repeat(200_000);
+        let rows: Vec<String> = request.rows().iter().map(|(i, _)| row(i, &text)).collect();
+        Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
+    });
+    let outcome = job(&large.url())
+        .env("MAX_RESPONSE_BYTES", "1073741824")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+}
+
 fn assert_never_shown(outcome: &Outcome, secrets: &[&str]) {
     // A hex dump (ureq-proto's, at trace) would split a secret over lines:
     // join the text columns of the TRACE lines too.
@@ -173,7 +200,7 @@ fn a_password_in_the_url_is_never_logged_on_any_path() {
         .env("REQUEST_TIMEOUT", "300ms")
         .env("RETRY_DEADLINE", "0")
         .run();
-    outcome.assert_fails(69, "timed out");
+    outcome.assert_fails(69, "no complete reply within REQUEST_TIMEOUT=0.30s");
     assert_never_shown(&outcome, PASSWORD_FORMS);
 
     // Protocol errors: an error status echoing the request's headers back

@@ -236,36 +236,46 @@ fn a_server_that_resets_after_each_reply_needs_no_retry() {
 }
 
 #[test]
-fn a_reset_in_the_middle_of_a_body_that_ends_at_close_is_retried() {
+fn a_reset_anywhere_in_a_body_that_ends_at_close_is_retried() {
     // The first connection's reply has no length, so its body would end at
-    // the close; a reset cuts it mid-JSON. That is a transient failure, not
-    // a bad reply: the retry gets the whole reply.
-    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = std::sync::Arc::clone(&connections);
-    let addr = serve_raw(move |stream| {
-        let Some(request) = read_raw_request(&stream) else {
-            return;
-        };
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            let _ = std::io::Write::write_all(
-                &mut &stream,
-                b"HTTP/1.0 200 OK\r\n\r\n{\"data\":[[0,\"Bob sa",
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            reset(stream);
-        } else {
-            let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request));
-        }
-    });
-    let outcome = job(&format!("http://{addr}/echo")).run();
-    assert_eq!(outcome.code, Some(0), "{outcome}");
-    let warnings = outcome.lines("WARNING");
-    assert_eq!(warnings.len(), 1, "{outcome}");
-    assert!(
-        warnings[0].contains("closed before the reply's JSON was complete"),
-        "{outcome}"
-    );
-    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    // the close; a reset cuts it: mid-string, inside a character, an
+    // escape, a number or a literal. Each is a transient failure, not a bad
+    // reply: the retry gets the whole reply.
+    let cuts: [&'static [u8]; 5] = [
+        b"{\"data\":[[0,\"Bob sa",
+        b"{\"data\":[[0,\"Bob said \xc3",
+        b"{\"data\":[[0,\"Bob said \\u00",
+        b"{\"data\":[[0,12",
+        b"{\"data\":[[0,tr",
+    ];
+    for cut in cuts {
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&connections);
+        let addr = serve_raw(move |stream| {
+            let Some(request) = read_raw_request(&stream) else {
+                return;
+            };
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut reply = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+                reply.extend_from_slice(cut);
+                let _ = std::io::Write::write_all(&mut &stream, &reply);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                reset(stream);
+            } else {
+                let _ = std::io::Write::write_all(&mut &stream, &echo_reply(&request));
+            }
+        });
+        let outcome = job(&format!("http://{addr}/echo")).run();
+        let shown = String::from_utf8_lossy(cut);
+        assert_eq!(outcome.code, Some(0), "cut {shown:?}:\n{outcome}");
+        let warnings = outcome.lines("WARNING");
+        assert_eq!(warnings.len(), 1, "cut {shown:?}:\n{outcome}");
+        assert!(
+            warnings[0].contains("closed before the reply's JSON was complete"),
+            "cut {shown:?}:\n{outcome}"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
 }
 
 #[test]
@@ -293,7 +303,7 @@ fn memory_follows_the_bytes_received_not_the_length_declared() {
         .env("REQUEST_TIMEOUT", "1s")
         .env("RETRY_DEADLINE", "0")
         .run_with_rss();
-    outcome.assert_fails(69, "timed out");
+    outcome.assert_fails(69, "no complete reply within REQUEST_TIMEOUT=1.00s");
     assert!(
         peak_kib < 64 * 1024,
         "peak RSS {peak_kib} KiB with 64 replies declaring 10 MiB each:\n{outcome}"
@@ -309,7 +319,18 @@ fn no_retry_runs_past_the_retry_deadline() {
         .env("CONNECT_TIMEOUT", "1s")
         .env("RETRY_DEADLINE", "3s")
         .run();
-    outcome.assert_fails(69, "timed out");
+    // The last attempt has only what is left of the deadline.
+    outcome.assert_fails(69, "(RETRY_DEADLINE=3.00s): no ");
+    assert!(
+        outcome
+            .error()
+            .ends_with(" left before RETRY_DEADLINE=3.00s"),
+        "{outcome}"
+    );
+    assert!(
+        outcome.logged("WARNING", "no connection within CONNECT_TIMEOUT=1.00s;"),
+        "{outcome}"
+    );
     // The job's own count, from its first attempt: "... over 3.00s: ...".
     let error = outcome.error();
     let over: f64 = error

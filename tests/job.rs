@@ -187,10 +187,23 @@ fn a_service_that_never_answers_times_out_within_bounds() {
         .env("REQUEST_TIMEOUT", "1s")
         .env("RETRY_DEADLINE", "2s")
         .run();
-    outcome.assert_fails(69, "timed out");
+    outcome.assert_fails(69, "(RETRY_DEADLINE=2.00s): no complete reply ");
+    assert!(
+        outcome.logged("WARNING", "no complete reply within REQUEST_TIMEOUT=1.00s;"),
+        "the first attempt has the whole REQUEST_TIMEOUT:\n{outcome}"
+    );
     assert!(
         outcome.elapsed < Duration::from_secs(1 + 2 + 1),
         "{outcome}"
+    );
+    // Without retries, the one attempt's limit is all the ERROR line names.
+    let outcome = job(&format!("http://{addr}/echo"))
+        .env("REQUEST_TIMEOUT", "500ms")
+        .env("RETRY_DEADLINE", "0")
+        .run();
+    outcome.assert_fails(
+        69,
+        "(RETRY_DEADLINE=0.00s): no complete reply within REQUEST_TIMEOUT=0.50s",
     );
 }
 

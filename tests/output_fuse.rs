@@ -7,6 +7,7 @@
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -94,4 +95,57 @@ fn output_lands_where_rename_and_chmod_are_refused() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(fs::read_to_string(&output).unwrap(), "[0,\"Bob said d\"]\n");
     assert_eq!(files_in(&stage), ["out.jsonl"]);
+}
+
+/// A stop while the finished output is being copied into place, on a
+/// filesystem that refuses rename (and, as FUSE does there, removing a file
+/// that is open): neither the half-copied output nor the temporary file is
+/// left. The copy must still be running when the signal lands, so the output
+/// is large, and the run is repeated larger if the copy won the race.
+#[test]
+fn a_stop_during_the_copy_into_place_leaves_no_half_written_output() {
+    let dir = TempDir::new("fuse-stop");
+    let backing = dir.join("backing");
+    let stage = dir.join("stage");
+    fs::create_dir(&backing).unwrap();
+    fs::create_dir(&stage).unwrap();
+    let Some(_mount) = Mount::new(&backing, &stage) else {
+        return;
+    };
+    let server = serve_echo("Bob");
+    let line = "y".repeat(3000);
+    for rows in [20_000, 40_000, 80_000] {
+        let input = dir.join("input.txt");
+        fs::write(&input, format!("{line}\n").repeat(rows)).unwrap();
+        let mut child = job(&server.url())
+            .env("INPUT_FILE", &input)
+            .env("OUTPUT_FILE", stage.join("out.jsonl"))
+            .env("RUST_LOG", "service_to_service=debug")
+            .spawn();
+        let stdout = child.stdout.take().expect("stdout");
+        let mut log = String::new();
+        let mut signalled = false;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read the job's log");
+            if !signalled && line.contains("Cannot rename into place; copying") {
+                send_signal(&child, libc::SIGTERM);
+                signalled = true;
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        let status = child.wait().expect("wait for the job");
+        assert!(signalled, "the job never copied into place:\n{log}");
+        if status.code() == Some(0) {
+            // The copy ended before the signal landed: again, larger.
+            eprintln!("observed: {rows} rows copied before the signal; again with more");
+            fs::remove_file(stage.join("out.jsonl")).unwrap();
+            continue;
+        }
+        assert_eq!(status.code(), Some(143), "{log}");
+        assert_eq!(files_in(&backing), Vec::<String>::new(), "{log}");
+        eprintln!("observed: stopped during the copy of {rows} rows, nothing left");
+        return;
+    }
+    panic!("the copy into place always ended before the signal landed");
 }

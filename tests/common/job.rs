@@ -70,6 +70,27 @@ pub fn job_with_bind_mount(service_url: &str, source: &Path, target: &Path) -> O
     Some(Job { command })
 }
 
+/// The job as PID 1 of a PID namespace of its own, as in every container:
+/// `unshare --pid --fork --kill-child`, which passes its exit status back,
+/// and a SIGKILL of it on to the job. `None`, after a skip line, where that
+/// needs root this process lacks.
+pub fn job_as_pid_1(service_url: &str) -> Option<Job> {
+    if !succeeds("unshare", &["--pid", "--fork", "--kill-child", "true"]) {
+        skip_unless_ci("`unshare --pid --fork` (root)");
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(binary())
+        .env_clear()
+        .env("SERVICE_URL", service_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Some(Job { command })
+}
+
 /// The job with `resolv_conf` over its /etc/resolv.conf, to meet DNS as a
 /// test sets it up; as `job_with_bind_mount`.
 pub fn job_with_resolv_conf(service_url: &str, resolv_conf: &Path) -> Option<Job> {
