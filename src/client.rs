@@ -1,10 +1,13 @@
-//! The HTTP client: one POST of a batch of rows, with timeouts, and retries
-//! with backoff while the failure is the kind that passes (the service is
-//! still starting, restarting, or overloaded).
+//! The HTTP client: a batch of rows POSTed as Snowflake sends it to a
+//! service function, with its headers, with timeouts, with retries and
+//! backoff while the failure is the kind that passes (the service is still
+//! starting, restarting, or overloaded), and with GET polls while an
+//! asynchronous service answers 202 (accepted, not finished).
 //!
 //! HTTP is ureq's: its agent keeps the connections alive, parses replies and
-//! their framing, and times each call out. The wire format lives in `rows`;
-//! this module decides which failures to retry, and how soon.
+//! their framing, and times each call out. The body's format lives in
+//! `request` and `reply`; this module decides which failures to retry, and
+//! how soon.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ureq::Agent;
 use ureq::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
-use ureq::http::{HeaderMap, HeaderValue, Method, Request};
+use ureq::http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use ureq::unversioned::transport::TcpConnector;
 
 use crate::config::{Config, ServiceUrl};
@@ -24,6 +27,17 @@ use crate::time::Seconds;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Polls of an accepted batch start soon, since most asynchronous work is
+/// short, and slow down to this: a finished batch waits at most that long.
+const FIRST_POLL_DELAY: Duration = Duration::from_millis(100);
+const MAX_POLL_DELAY: Duration = Duration::from_secs(2);
+
+/// The headers Snowflake sends with every batch to a service function.
+const FORMAT: HeaderName = HeaderName::from_static("sf-external-function-format");
+const FORMAT_VERSION: HeaderName = HeaderName::from_static("sf-external-function-format-version");
+const QUERY_ID: HeaderName = HeaderName::from_static("sf-external-function-current-query-id");
+const BATCH_ID: HeaderName = HeaderName::from_static("sf-external-function-query-batch-id");
 
 /// The largest block of reply headers accepted.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -36,13 +50,33 @@ pub struct Client {
     agent: Agent,
     resolved: Arc<ResolveCache>,
     url: ServiceUrl,
-    /// The request's own headers, built once and cloned per request.
+    /// The headers every request has, built once and cloned per batch.
     headers: HeaderMap,
+    query_id: String,
     connect_timeout: Duration,
     request_timeout: Duration,
     retry_deadline: Duration,
+    async_timeout: Duration,
     max_response_bytes: u64,
     retries: AtomicU64,
+}
+
+/// One request of a batch's: its POST, or a GET that polls for its rows.
+struct Exchange<'a> {
+    method: Method,
+    body: &'a [u8],
+    headers: &'a HeaderMap,
+    /// The batch's id, for log lines.
+    batch: &'a str,
+}
+
+/// A service's answer to an exchange that went well.
+#[derive(PartialEq)]
+enum Answer {
+    /// The rows, checked, in the reply.
+    Rows,
+    /// HTTP 202: accepted, not yet finished; ask again with a GET.
+    Accepted,
 }
 
 /// What a failed attempt means for the request.
@@ -90,9 +124,13 @@ impl Client {
             .input_buffer_size(MAX_HEADER_BYTES + 4096)
             .output_buffer_size(MAX_HEADER_BYTES)
             .build();
-        const JSON: HeaderValue = HeaderValue::from_static("application/json");
-        let mut headers = HeaderMap::with_capacity(1);
-        headers.insert(CONTENT_TYPE, JSON);
+        let mut headers = HeaderMap::with_capacity(5);
+        headers.insert(FORMAT, HeaderValue::from_static("json"));
+        headers.insert(FORMAT_VERSION, HeaderValue::from_static("1.0"));
+        // Checked by the configuration: visible ASCII, so a valid value.
+        if let Ok(query_id) = HeaderValue::from_str(&config.query_id) {
+            headers.insert(QUERY_ID, query_id);
+        }
         let resolved = Arc::new(ResolveCache::default());
         let agent = Agent::with_parts(
             agent_config,
@@ -106,9 +144,11 @@ impl Client {
             resolved,
             url: config.service.clone(),
             headers,
+            query_id: config.query_id.clone(),
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             retry_deadline: config.retry_deadline,
+            async_timeout: config.async_timeout,
             max_response_bytes: config.max_response_bytes,
             retries: AtomicU64::new(0),
         }
@@ -123,13 +163,87 @@ impl Client {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// POSTs the request `body` for rows with the indices `sent`
-    /// (ascending), and leaves the checked reply in `reply`.
+    /// Sends the request `body` for rows with the indices `sent`
+    /// (ascending) as one batch, and leaves the checked reply in `reply`:
+    /// a POST and, while the service answers 202, GET polls.
+    pub fn send(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
+        let batch = self.batch_id(sent);
+        let mut headers = self.headers.clone();
+        if let Ok(value) = HeaderValue::from_str(&batch) {
+            headers.insert(BATCH_ID, value);
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let post = Exchange {
+            method: Method::POST,
+            body,
+            headers: &headers,
+            batch: &batch,
+        };
+        if self.exchange(&post, sent, reply)? == Answer::Rows {
+            return Ok(());
+        }
+        headers.remove(CONTENT_TYPE);
+        let poll = Exchange {
+            method: Method::GET,
+            body: &[],
+            headers: &headers,
+            batch: &batch,
+        };
+        self.poll(&poll, sent, reply)
+    }
+
+    /// The id of the batch of rows `sent`: the query id, the first row's
+    /// index and the number of rows, unique to the batch in this run and
+    /// the same on every retry and poll of it.
+    fn batch_id(&self, sent: &[u64]) -> String {
+        let first = sent.first().copied().unwrap_or(0);
+        format!("{}:{first}:{}", self.query_id, sent.len())
+    }
+
+    /// Polls an accepted batch until its rows come, with a growing delay,
+    /// for at most ASYNC_TIMEOUT from the first 202. A poll is not a retry:
+    /// each has its own RETRY_DEADLINE for failures that pass.
+    fn poll(&self, poll: &Exchange, sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
+        let accepted = Instant::now();
+        let give_up = accepted + self.async_timeout;
+        let mut delay = FIRST_POLL_DELAY;
+        let mut polls = 0;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Unfinished {
+                    url: self.url.to_string(),
+                    batch: poll.batch.to_owned(),
+                    polls,
+                    limit: self.async_timeout,
+                });
+            }
+            let wait = delay.min(left);
+            log::debug!(
+                "Batch {} accepted and not finished (HTTP 202); polling in {}",
+                poll.batch,
+                Seconds(wait)
+            );
+            std::thread::sleep(wait);
+            polls += 1;
+            if self.exchange(poll, sent, reply)? == Answer::Rows {
+                return Ok(());
+            }
+            delay = delay.saturating_mul(2).min(MAX_POLL_DELAY);
+        }
+    }
+
+    /// One request, POST or GET, until it is answered.
     ///
     /// The first attempt has the full CONNECT_TIMEOUT and REQUEST_TIMEOUT.
     /// Retries follow while RETRY_DEADLINE, counted from the first attempt,
     /// has time left, and each is cut short so as to end by it.
-    pub fn send(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
+    fn exchange(
+        &self,
+        exchange: &Exchange,
+        sent: &[u64],
+        reply: &mut Reply,
+    ) -> Result<Answer, Error> {
         let started = Instant::now();
         let deadline = started + self.retry_deadline;
         let mut limits = Limits {
@@ -140,8 +254,8 @@ impl Client {
         let mut attempt = 1;
         let mut sent_again = false;
         loop {
-            let cause = match self.attempt(body, sent, reply, &limits) {
-                Ok(()) => return Ok(()),
+            let cause = match self.attempt(exchange, sent, reply, &limits) {
+                Ok(answer) => return Ok(answer),
                 Err(Verdict::GiveUp(error)) => return Err(error),
                 Err(Verdict::SendAgain(cause)) if !sent_again => {
                     log::debug!("{cause}; sending the request again on a new connection");
@@ -187,15 +301,15 @@ impl Client {
 
     fn attempt(
         &self,
-        body: &[u8],
+        exchange: &Exchange,
         sent: &[u64],
         reply: &mut Reply,
         limits: &Limits,
-    ) -> Result<(), Verdict> {
-        let mut request = Request::new(body);
-        *request.method_mut() = Method::POST;
+    ) -> Result<Answer, Verdict> {
+        let mut request = Request::new(());
+        *request.method_mut() = exchange.method.clone();
         *request.uri_mut() = self.url.uri().clone();
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = exchange.headers.clone();
         let own_limits = limits.new_connection
             || limits.connect != self.connect_timeout
             || limits.request != self.request_timeout;
@@ -211,11 +325,19 @@ impl Client {
             }
             request = config.build();
         }
-        log::debug!("POST {} ({} bytes)", self.url, body.len());
-        let mut response = self
-            .agent
-            .run(request)
-            .map_err(|e| self.before_reply(e, limits))?;
+        log::debug!(
+            "{} {} batch {} ({} bytes)",
+            exchange.method,
+            self.url,
+            exchange.batch,
+            exchange.body.len()
+        );
+        // A GET polls with no body at all, as Snowflake's do.
+        let response = match exchange.method {
+            Method::GET => self.agent.run(request),
+            _ => self.agent.run(request.map(|()| exchange.body)),
+        };
+        let mut response = response.map_err(|e| self.before_reply(e, limits))?;
         let status = response.status().as_u16();
         let length = response.body().content_length();
         if length.is_some_and(|length| length > self.max_response_bytes) {
@@ -248,6 +370,10 @@ impl Client {
         if TRANSIENT_STATUSES.contains(&status) {
             return Err(Verdict::RetryLater(format!("HTTP {status}")));
         }
+        // Accepted, whatever the body says.
+        if status == 202 {
+            return Ok(Answer::Accepted);
+        }
         // What the service says goes into the ERROR line, and a service or
         // proxy may echo the request's Authorization header or URL back: so
         // the password is taken out first, before any cut to 200 bytes.
@@ -259,12 +385,15 @@ impl Client {
             ))
         };
         match status {
-            200..=299 => reply.decode(sent).map_err(|problem| match problem {
-                BadReply::EndsEarly if ends_at_close => Verdict::RetryLater(
+            200..=299 => match reply.decode(sent) {
+                Ok(()) => Ok(Answer::Rows),
+                Err(BadReply::EndsEarly) if ends_at_close => Err(Verdict::RetryLater(
                     "the connection closed before the reply's JSON was complete".to_owned(),
-                ),
-                problem => protocol(problem.describe(&self.url.secrets().redact(reply.body()))),
-            }),
+                )),
+                Err(problem) => Err(protocol(
+                    problem.describe(&self.url.secrets().redact(reply.body())),
+                )),
+            },
             300..=399 => Err(protocol(format!(
                 "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
                 location.as_deref().unwrap_or("(no Location header)")

@@ -12,6 +12,7 @@ use std::time::Duration;
 use ureq::http::Uri;
 
 use crate::error::Error;
+use crate::random;
 use crate::rows::InputFormat;
 use crate::secrets::Secrets;
 
@@ -78,9 +79,19 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "how long transient failures are retried (0 = never)",
     },
     Variable {
+        name: "ASYNC_TIMEOUT",
+        default: Some("10m"),
+        meaning: "how long a batch may stay accepted (HTTP 202) and unfinished, polled",
+    },
+    Variable {
         name: "MAX_RESPONSE_BYTES",
         default: Some("10485760"),
         meaning: "largest reply body accepted, in bytes (at most 1073741824, 1 GiB)",
+    },
+    Variable {
+        name: "QUERY_ID",
+        default: None,
+        meaning: "sent with every batch as sf-external-function-current-query-id; unset: a random UUID",
     },
     Variable {
         name: "SNOWFLAKE_JOBS_COUNT",
@@ -153,7 +164,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retry_deadline: Duration,
+    pub async_timeout: Duration,
     pub max_response_bytes: u64,
+    /// Names this run of the job in every request, for the service's logs.
+    pub query_id: String,
     pub shard: Shard,
 }
 
@@ -290,7 +304,12 @@ impl Config {
             connect_timeout: duration("CONNECT_TIMEOUT", false)?,
             request_timeout: duration("REQUEST_TIMEOUT", false)?,
             retry_deadline: duration("RETRY_DEADLINE", true)?,
+            async_timeout: duration("ASYNC_TIMEOUT", false)?,
             max_response_bytes: count("MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES)? as u64,
+            query_id: match get("QUERY_ID")? {
+                Some(id) => parse_query_id(&id)?,
+                None => random::uuid(),
+            },
             shard,
         })
     }
@@ -365,6 +384,22 @@ fn parse_count(text: &str, max: usize) -> Result<usize, String> {
         }
         Err(_) => Err(format!("{text:?} is not a whole number")),
     }
+}
+
+/// A query id given in the environment: sent as a header, so visible ASCII
+/// alone, and short enough to read in a log line.
+fn parse_query_id(id: &str) -> Result<String, Error> {
+    let visible = id.bytes().all(|b| b.is_ascii_graphic());
+    if id.is_empty() || id.len() > 128 || !visible {
+        return Err(Error::config(
+            "QUERY_ID",
+            format!(
+                "is {id:?}; a query id is 1 to 128 visible ASCII characters, without spaces \
+                 (or leave it unset for a random one)"
+            ),
+        ));
+    }
+    Ok(id.to_owned())
 }
 
 /// The file a per-replica setting names for this replica: `{index}`
@@ -548,6 +583,19 @@ mod tests {
         assert_eq!(c.batch_size, 100);
         assert_eq!(c.concurrency, 1);
         assert_eq!(c.shard, Shard { index: 0, count: 1 });
+        assert_eq!(c.async_timeout, Duration::from_secs(600));
+        assert_eq!(c.query_id.len(), 36, "a random UUID: {}", c.query_id);
+        assert_ne!(c.query_id, config(&[]).unwrap().query_id);
+    }
+
+    #[test]
+    fn a_query_id_is_a_header_value() {
+        let id = config(&[("QUERY_ID", "01b2c3d4-0000-0001-run:7")]).unwrap();
+        assert_eq!(id.query_id, "01b2c3d4-0000-0001-run:7");
+        for bad in ["", "has space", "tab\there", "é", &"x".repeat(129)] {
+            let error = config_error(&[("QUERY_ID", bad)]);
+            assert!(error.contains("1 to 128 visible ASCII"), "{error}");
+        }
     }
 
     #[test]

@@ -28,6 +28,14 @@ pub enum Error {
         deadline: Duration,
         cause: String,
     },
+    /// The service accepted a batch (HTTP 202) and had not finished it when
+    /// ASYNC_TIMEOUT ran out (EX_UNAVAILABLE).
+    Unfinished {
+        url: String,
+        batch: String,
+        polls: u32,
+        limit: Duration,
+    },
     /// The service answered, but not with a valid reply (EX_PROTOCOL).
     Protocol { url: String, problem: String },
     /// An output file cannot be created (EX_CANTCREAT); `path` says which
@@ -58,7 +66,7 @@ impl Error {
             Error::Config { .. } => 64,
             Error::InputData { .. } => 65,
             Error::NoInput { .. } => 66,
-            Error::Unreachable { .. } => 69,
+            Error::Unreachable { .. } | Error::Unfinished { .. } => 69,
             Error::CantCreate { .. } => 73,
             Error::Io { .. } => 74,
             Error::Protocol { .. } => 76,
@@ -84,6 +92,17 @@ impl fmt::Display for Error {
                  (RETRY_DEADLINE={}): {cause}",
                 Seconds(*elapsed),
                 Seconds(*deadline)
+            ),
+            Error::Unfinished {
+                url,
+                batch,
+                polls,
+                limit,
+            } => write!(
+                f,
+                "service {url} accepted batch {batch} (HTTP 202) and had not finished it \
+                 when ASYNC_TIMEOUT={} ran out, after {polls} poll(s)",
+                Seconds(*limit)
             ),
             Error::Protocol { url, problem } => {
                 write!(f, "service {url} answered wrongly: {problem}")

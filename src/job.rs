@@ -36,6 +36,11 @@ struct Slot {
 type Answered = (Slot, Result<(), Error>);
 
 pub fn run(config: &Config) -> Result<(), Error> {
+    // So that the service's log can be matched with this one.
+    log::info!(
+        "Query id {}, sent with every batch as sf-external-function-current-query-id",
+        config.query_id
+    );
     let client = Arc::new(Client::new(config));
     let mut rows = Rows::open(&config.input, config.input_format, config.shard)?;
     let mut output = match &config.output {

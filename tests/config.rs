@@ -308,7 +308,7 @@ fn an_ipv6_literal_works() {
     let outcome = job(&url).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(
-        outcome.lines("INFO"),
+        outcome.tutorial_lines(),
         vec![
             format!("Calling {url} with input Hello"),
             format!("Received response from {url}: Bob said Hello"),
@@ -325,7 +325,7 @@ fn a_query_string_is_kept() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(server.requests()[0].path, "/echo?x=1&name=a%20b&empty=");
     assert_eq!(
-        outcome.lines("INFO")[0],
+        outcome.tutorial_lines()[0],
         format!("Calling {url} with input Hello")
     );
 }
@@ -356,7 +356,7 @@ fn the_largest_echo_text_linux_allows_round_trips() {
     let (outcome, peak_kib) = job(&server.url()).env("ECHO_TEXT", &largest).run_with_rss();
     assert_eq!(outcome.code, Some(0), "exit {:?}", outcome.code);
     assert_eq!(server.requests()[0].rows(), vec![(0, largest.clone())]);
-    let received = &outcome.lines("INFO")[1];
+    let received = &outcome.tutorial_lines()[1];
     assert!(received.ends_with(&format!(": Bob said {largest}")));
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
     eprintln!(

@@ -30,16 +30,23 @@ fn run_job(engine: &str, image: &str, service_url: &str, extra: &[&str]) -> std:
     run_with_timeout(&mut cmd, Duration::from_secs(90))
 }
 
-/// The success contract: exit 0 and exactly the two INFO lines.
+/// The success contract: exit 0 and exactly the tutorial's two INFO lines,
+/// after the one that names the run's query id.
 fn assert_says_bob_said_hello(what: &str, out: &std::process::Output) {
     assert_success(what, out);
     let stdout = text(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
+    let mut lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines.len(),
-        2,
-        "{what}: expected exactly two log lines, got:\n{stdout}"
+        3,
+        "{what}: expected exactly three log lines, got:\n{stdout}"
     );
+    assert!(
+        parse_log_line(lines[0])
+            .is_some_and(|(level, message)| level == "INFO" && message.starts_with("Query id ")),
+        "{what}: {stdout}"
+    );
+    lines.remove(0);
     let url = "http://echo-service:8000/echo";
     assert_eq!(
         parse_log_line(lines[0]),

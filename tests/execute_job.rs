@@ -95,6 +95,8 @@ fn execute_job(dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Output {
     for var in snowflake::SCRIPT_SETTINGS.iter().chain(&["FAIL_EXECUTE"]) {
         cmd.env_remove(var);
     }
+    // Each run draws its own otherwise, and the SQL could not be compared.
+    cmd.env("QUERY_ID", DRY_RUN_QUERY_ID);
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -110,6 +112,9 @@ DROP SERVICE IF EXISTS tutorial_db.data_schema.tutorial3_job_service;
 
 ";
 
+/// The query id the runs compared here are given.
+const DRY_RUN_QUERY_ID: &str = "dry-run-query-id";
+
 const DEFAULT_SQL: &str = "EXECUTE JOB SERVICE
   IN COMPUTE POOL tutorial_compute_pool
   FROM SPECIFICATION $$
@@ -119,6 +124,7 @@ spec:
     image: /tutorial_db/data_schema/tutorial_repository/service_to_service:latest
     env:
       SERVICE_URL: http://echo-service:8000/echo
+      QUERY_ID: dry-run-query-id
     resources:
       requests:
         memory: 16Mi
@@ -235,6 +241,7 @@ spec:
     image: /tutorial_db/data_schema/tutorial_repository/service_to_service:tiny
     env:
       SERVICE_URL: http://echo-service:8000/echo
+      QUERY_ID: dry-run-query-id
       INPUT_FILE: /data/input.txt
       OUTPUT_FILE: /data/output-{index}.jsonl
       BATCH_SIZE: \"100\"
@@ -676,6 +683,17 @@ fn fake_account() -> Option<snowflake::FakeSnowflake> {
     ))
 }
 
+/// spec/service_to_service_spec.yaml with one more `env` line, written to
+/// `dir`; its path.
+fn default_spec_with(dir: &Path, env_line: &str) -> String {
+    let spec = dir.join("spec.yaml");
+    let default =
+        fs::read_to_string(repo_root().join("spec/service_to_service_spec.yaml")).unwrap();
+    let env = format!("    env:\n      {env_line}\n");
+    fs::write(&spec, default.replace("    env:\n", &env)).unwrap();
+    spec.to_str().unwrap().to_owned()
+}
+
 fn real_execute_job(
     fake: &snowflake::FakeSnowflake,
     vars: &[(&str, &str)],
@@ -717,7 +735,7 @@ fn real_snow_sends_an_ampersand_url_intact_and_runs_the_same_job_twice() {
     };
     let echo = serve_echo("Bob");
     let url = format!("http://{}/echo?a=1&b=2", echo.addr);
-    let vars = [("SERVICE_URL", url.as_str())];
+    let vars = [("SERVICE_URL", url.as_str()), ("QUERY_ID", "ampersand-run")];
 
     let out = real_execute_job(&fake, &vars, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -766,10 +784,13 @@ fn real_snow_a_failing_job_fails_the_script_and_the_rerun_drops_it() {
         return;
     };
     let failing = serve(|_, _| Reply::json(500, "no echo today"));
+    // Errors alone: instance 1, which has no row, then logs nothing at all.
+    let dir = TempDir::new("execute-job");
+    let spec = default_spec_with(&dir, "RUST_LOG: error");
     let out = real_execute_job(
         &fake,
         &[("SERVICE_URL", &failing.url())],
-        &["--replicas", "2"],
+        &["--replicas", "2", "--spec", &spec],
     );
     assert!(!out.status.success(), "a failed job must fail the script");
     let printed = stdout(&out);
@@ -826,14 +847,17 @@ fn real_snow_a_running_job_is_refused_unless_replaced_and_the_async_hint_pastes(
     let Some(fake) = fake_account() else {
         return;
     };
-    // Never answers: the job retries timeouts for RETRY_DEADLINE (60 s), so
-    // it is RUNNING through the whole test.
+    // Never answers: the job retries timeouts for RETRY_DEADLINE, ten
+    // minutes here, so it is RUNNING through the whole test, however slow
+    // the machine.
     let silent = serve(|_, _| Reply::json(200, "{}").after(Duration::from_secs(300)));
     let connection = [("SNOW_CONNECTION", "tutorial")];
+    let dir = TempDir::new("execute-job");
+    let spec = default_spec_with(&dir, "RETRY_DEADLINE: 10m");
     let out = real_execute_job(
         &fake,
         &[("SERVICE_URL", &silent.url()), connection[0]],
-        &["--async"],
+        &["--async", "--spec", &spec],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("RUNNING"), "{}", stdout(&out));
@@ -985,7 +1009,7 @@ fn real_snow_with_the_node_log_gone_the_log_comes_from_the_event_table() {
         assert_eq!(source.len(), 1, "{how}: {err}");
         assert!(
             source[0].contains(&format!(
-                "2 lines from the event table ({JOB}!SPCS_GET_LOGS), as the node's log "
+                "3 lines from the event table ({JOB}!SPCS_GET_LOGS), as the node's log "
             )),
             "{how}: {err}"
         );
@@ -1041,8 +1065,8 @@ fn real_snow_logs_reads_every_replica_of_an_earlier_job() {
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     for (instance, source) in [
-        (0, "1 line from the event table"),
-        (1, "1 line from the event table"),
+        (0, "2 lines from the event table"),
+        (1, "2 lines from the event table"),
         (2, "the node's log (SYSTEM$GET_SERVICE_LOGS)"),
     ] {
         let lines = lines_with(&err, &format!("instance {instance}, container main: "));
@@ -1057,6 +1081,16 @@ fn real_snow_logs_reads_every_replica_of_an_earlier_job() {
         .map(|l| l.split(' ').next().unwrap())
         .collect();
     assert_eq!(done, ["4/4", "3/3", "3/3"], "{printed}");
+    // One query id for the run, the same in all three replicas, which SPCS
+    // does not give them: scripts/execute-job does.
+    let ids: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.split("] [INFO] Query id ").nth(1))
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{printed}");
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(ids[0].len(), 36, "a UUID: {ids:?}");
     for instance in 0..3 {
         assert!(
             printed.contains(&format!("\n{instance}         main       DONE")),
@@ -1135,7 +1169,7 @@ fn real_snow_without_an_event_table_one_line_says_how_to_set_one() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Bob said Hello"), "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("instance 0, container main: 2 lines from the event table"),
+        stderr(&out).contains("instance 0, container main: 3 lines from the event table"),
         "{}",
         stderr(&out)
     );
@@ -1358,7 +1392,10 @@ fn real_snow_template_lookalikes_in_a_spec_reach_snowflake_unchanged() {
     )
     .unwrap();
     let spec = spec.to_str().unwrap();
-    let vars = [("SERVICE_URL", echo.url())];
+    let vars = [
+        ("SERVICE_URL", echo.url()),
+        ("QUERY_ID", "template-run".to_owned()),
+    ];
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = real_execute_job(&fake, &vars, &["--spec", spec]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -74,7 +74,7 @@ fn the_job_says_hello_to_bob_over_flask() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     let url = &peer.url;
     assert_eq!(
-        outcome.lines("INFO"),
+        outcome.tutorial_lines(),
         vec![
             format!("Calling {url} with input Hello"),
             format!("Received response from {url}: Bob said Hello"),

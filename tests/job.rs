@@ -18,13 +18,14 @@ fn says_hello_to_bob_like_the_tutorial() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     let url = server.url();
     assert_eq!(
-        outcome.lines("INFO"),
+        outcome.tutorial_lines(),
         vec![
             format!("Calling {url} with input Hello"),
             format!("Received response from {url}: Bob said Hello"),
         ]
     );
-    assert_eq!(outcome.stdout.lines().count(), 2, "{outcome}");
+    // The tutorial's two lines, after the one naming the query id.
+    assert_eq!(outcome.stdout.lines().count(), 3, "{outcome}");
     assert_eq!(outcome.stderr, "");
 
     let requests = server.requests();
@@ -45,7 +46,7 @@ fn echo_text_round_trips_quotes_controls_and_unicode() {
     let outcome = job(&server.url()).env("ECHO_TEXT", text).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(server.requests()[0].rows(), vec![(0, text.to_owned())]);
-    assert!(outcome.lines("INFO")[1].ends_with(&format!(": Bob said {text}")));
+    assert!(outcome.tutorial_lines()[1].ends_with(&format!(": Bob said {text}")));
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn non_string_replies_are_logged_as_compact_json() {
     let outcome = job(&server.url()).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(
-        outcome.lines("INFO")[1].ends_with(r#": {"said":[1,2.5,null]}"#),
+        outcome.tutorial_lines()[1].ends_with(r#": {"said":[1,2.5,null]}"#),
         "{outcome}"
     );
 }
@@ -155,7 +156,7 @@ fn a_service_that_starts_late_is_waited_for() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(outcome.lines("WARNING").len() >= 2, "{outcome}");
     assert!(
-        outcome.lines("INFO")[1].ends_with("Bob said Hello"),
+        outcome.tutorial_lines()[1].ends_with("Bob said Hello"),
         "{outcome}"
     );
 }

@@ -188,6 +188,20 @@ impl Outcome {
             .collect()
     }
 
+    /// The INFO lines after the first, which names the run's query id (and
+    /// is checked to): for the tutorial's one row, its `Calling` and
+    /// `Received` lines.
+    pub fn tutorial_lines(&self) -> Vec<String> {
+        let mut info = self.lines("INFO");
+        assert!(
+            info.first()
+                .is_some_and(|line| line.starts_with("Query id ")),
+            "the first INFO line does not name the query id:\n{self}"
+        );
+        info.remove(0);
+        info
+    }
+
     /// Whether a log line at `level` contains `needle`.
     pub fn logged(&self, level: &str, needle: &str) -> bool {
         self.lines(level).iter().any(|line| line.contains(needle))

@@ -16,11 +16,12 @@ use super::{TempDir, repo_root, skip_unless_ci, succeeds};
 
 /// The variables scripts/push and scripts/execute-job read: a test sets
 /// the ones it means, and none come from whoever runs the tests.
-pub const SCRIPT_SETTINGS: [&str; 8] = [
+pub const SCRIPT_SETTINGS: [&str; 9] = [
     "COMPUTE_POOL",
     "JOB_NAME",
     "IMAGE",
     "SERVICE_URL",
+    "QUERY_ID",
     "STAGE",
     "SNOW_CONNECTION",
     "REPOSITORY_URL",
