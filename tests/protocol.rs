@@ -118,6 +118,10 @@ fn a_given_query_id_is_used_by_every_replica() {
         .assert_fails(64, "QUERY_ID: ");
 }
 
+/// A batch an asynchronous service holds: its rows, and how often it has
+/// been polled.
+type Accepted = (Vec<(u64, String)>, usize);
+
 /// An asynchronous echo service: a POST is accepted (202, with a body that
 /// is not the reply, which must be ignored) and its rows kept under the
 /// batch id; GET polls are answered 202 until the batch has been polled
@@ -125,7 +129,7 @@ fn a_given_query_id_is_used_by_every_replica() {
 /// first for every batch, once. Every request is recorded with its method
 /// and headers.
 fn async_echo(polls: usize, starting: bool) -> Server {
-    let batches: Arc<Mutex<HashMap<String, (Vec<(u64, String)>, usize)>>> = Arc::default();
+    let batches: Arc<Mutex<HashMap<String, Accepted>>> = Arc::default();
     let seen_503: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     serve(move |request, _| {
         let id = header(request, BATCH_ID).to_owned();
@@ -152,7 +156,7 @@ fn async_echo(polls: usize, starting: bool) -> Server {
                     .collect();
                 Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
             }
-            other => Reply::json(405, format!("{other}")),
+            other => Reply::json(405, other.to_owned()),
         }
     })
 }
