@@ -13,12 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ureq::Agent;
-use ureq::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
+use ureq::http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING,
+};
 use ureq::http::{HeaderMap, HeaderValue, Method, Request};
 use ureq::unversioned::transport::TcpConnector;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
+use crate::logging;
 use crate::reply::{BadReply, Reply, preview};
 use crate::resolve::{CachingResolver, ResolveCache};
 use crate::time::Seconds;
@@ -92,8 +95,11 @@ impl Client {
             .output_buffer_size(MAX_HEADER_BYTES)
             .build();
         const JSON: HeaderValue = HeaderValue::from_static("application/json");
-        let mut headers = HeaderMap::with_capacity(1);
+        let mut headers = HeaderMap::with_capacity(2);
         headers.insert(CONTENT_TYPE, JSON);
+        if let Some(credentials) = config.service.authorization() {
+            headers.insert(AUTHORIZATION, credentials.clone());
+        }
         let resolved = Arc::new(ResolveCache::default());
         let agent = Agent::with_parts(
             agent_config,
@@ -228,7 +234,7 @@ impl Client {
         let location = response
             .headers()
             .get(LOCATION)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            .map(|value| logging::escaped(&String::from_utf8_lossy(value.as_bytes())).into_owned());
         let reader = response
             .body_mut()
             .with_config()
