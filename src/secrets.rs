@@ -72,7 +72,8 @@ impl Secrets {
         if password.len() < SHORTEST_REDACTED_PASSWORD {
             return;
         }
-        let decoded = percent_decode_str(password).decode_utf8_lossy();
+        let decoded: Vec<u8> = percent_decode_str(password).collect();
+        let decoded = String::from_utf8_lossy(&decoded);
         // As log lines escape it (`logging`), and as `{:?}` quotes it; the
         // quoted forms without their quotes.
         let quoted = logging::quoted(&decoded);
@@ -90,10 +91,14 @@ impl Secrets {
 
     fn add(&mut self, form: Vec<u8>) {
         if !form.is_empty() && !self.forms.contains(&form) {
-            self.forms.push(form);
             // Longest first, so that a form inside a longer one cannot
             // leave pieces of the longer behind.
-            self.forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+            let at = self
+                .forms
+                .iter()
+                .take_while(|f| f.len() >= form.len())
+                .count();
+            self.forms.insert(at, form);
         }
     }
 
