@@ -468,10 +468,10 @@ fn checked_service_url(url: &str, secrets: Secrets) -> Result<ServiceUrl, String
         .is_some_and(|at| rest[..authority_end + at].contains(':'))
     {
         return Err(
-            "has an @ after a /, ? or # with a : before it, which could be a \
-                    password holding a raw /, ? or #, or an @ in the path or query: \
-                    percent-encode /, ? and # in a password as %2F, %3F and %23, and an @ in \
-                    a path or query as %40 (the URL is not shown, as it may hold a password)"
+            "has an @ after a /, ? or # with a : before it, which could be a password \
+             holding a raw /, ? or #, or an @ in the path or query: percent-encode /, ? \
+             and # in a password as %2F, %3F and %23, and an @ in a path or query as %40 \
+             (the URL is not shown, as it may hold a password)"
                 .to_owned(),
         );
     }
