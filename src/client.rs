@@ -15,12 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ureq::Agent;
-use ureq::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
+use ureq::http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING,
+};
 use ureq::http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use ureq::unversioned::transport::TcpConnector;
 
 use crate::config::{Config, ServiceUrl};
 use crate::error::Error;
+use crate::logging;
 use crate::reply::{BadReply, Reply, preview};
 use crate::resolve::{CachingResolver, ResolveCache};
 use crate::time::Seconds;
@@ -124,12 +127,15 @@ impl Client {
             .input_buffer_size(MAX_HEADER_BYTES + 4096)
             .output_buffer_size(MAX_HEADER_BYTES)
             .build();
-        let mut headers = HeaderMap::with_capacity(5);
+        let mut headers = HeaderMap::with_capacity(6);
         headers.insert(FORMAT, HeaderValue::from_static("json"));
         headers.insert(FORMAT_VERSION, HeaderValue::from_static("1.0"));
         // Checked by the configuration: visible ASCII, so a valid value.
         if let Ok(query_id) = HeaderValue::from_str(&config.query_id) {
             headers.insert(QUERY_ID, query_id);
+        }
+        if let Some(credentials) = config.service.authorization() {
+            headers.insert(AUTHORIZATION, credentials.clone());
         }
         let resolved = Arc::new(ResolveCache::default());
         let agent = Agent::with_parts(
@@ -356,7 +362,7 @@ impl Client {
         let location = response
             .headers()
             .get(LOCATION)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            .map(|value| logging::escaped(&String::from_utf8_lossy(value.as_bytes())).into_owned());
         let reader = response
             .body_mut()
             .with_config()

@@ -9,12 +9,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ureq::http::Uri;
+use ureq::http::{HeaderValue, Uri};
 
 use crate::error::Error;
+use crate::logging;
 use crate::random;
 use crate::rows::InputFormat;
-use crate::secrets::Secrets;
+use crate::secrets::{self, Secrets};
 
 /// An environment variable the job reads.
 pub struct Variable {
@@ -200,6 +201,10 @@ pub struct ServiceUrl {
     /// Parsed once, here, so that a URL the client cannot use is refused
     /// before anything is sent.
     uri: Uri,
+    /// `Basic` and the URL's `user:password`, percent-decoded, marked
+    /// sensitive. Given, it stands in for the one ureq would make from the
+    /// URL as written.
+    authorization: Option<HeaderValue>,
     redacted: String,
     /// The forms of the password, for keeping it out of log lines.
     secrets: Secrets,
@@ -209,6 +214,11 @@ impl ServiceUrl {
     /// The URL as the HTTP client takes it, credentials included.
     pub fn uri(&self) -> &Uri {
         &self.uri
+    }
+
+    /// The Authorization header for the URL's credentials, if it has any.
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
     }
 
     /// The forms of the URL's password, which no log line may show.
@@ -287,8 +297,9 @@ impl Config {
                 return Err(Error::config(
                     "INPUT_FORMAT",
                     format!(
-                        "is {other:?}; expected lines (one string column per line) or jsonl \
-                         (one JSON array of column values per line)"
+                        "is {}; expected lines (one string column per line) or jsonl \
+                         (one JSON array of column values per line)",
+                        logging::quoted(other)
                     ),
                 ));
             }
@@ -319,11 +330,12 @@ impl Config {
 pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
     let text = text.trim();
     let expected = "expected a duration such as 250ms, 5s, 2m or a number of seconds";
+    let shown = || logging::quoted(text);
     if text.is_empty() {
         return Err(format!("is empty; {expected}"));
     }
     if text.starts_with('-') {
-        return Err(format!("{text:?} is negative; {expected}"));
+        return Err(format!("{} is negative; {expected}", shown()));
     }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -336,19 +348,21 @@ pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
         "h" => 3_600_000_000_000,
         _ => {
             return Err(format!(
-                "{text:?} has unknown unit {unit:?}; use ms, s, m or h"
+                "{} has unknown unit {}; use ms, s, m or h",
+                shown(),
+                logging::quoted(unit)
             ));
         }
     };
     // Whole and fractional digits by hand: exact, and no float parser in the binary.
-    let not_a_number = || format!("{text:?} is not a number; {expected}");
+    let not_a_number = || format!("{} is not a number; {expected}", shown());
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() && fraction.is_empty() || !digits_only(whole) || !digits_only(fraction) {
         return Err(not_a_number());
     }
     if whole.trim_start_matches('0').len() > 12 {
-        return Err(format!("{text:?} is too large; the most allowed is 24h"));
+        return Err(format!("{} is too large; the most allowed is 24h", shown()));
     }
     let whole = &whole[whole.len().saturating_sub(12)..];
     let fraction = &fraction[..fraction.len().min(12)];
@@ -365,11 +379,11 @@ pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
     let nanos = whole_value * nanos_per_unit
         + fraction_value * nanos_per_unit / 10u128.pow(fraction.len() as u32);
     if nanos > MAX_DURATION.as_nanos() {
-        return Err(format!("{text:?} is too large; the most allowed is 24h"));
+        return Err(format!("{} is too large; the most allowed is 24h", shown()));
     }
     let duration = Duration::from_nanos(nanos as u64);
     if duration.is_zero() && !zero_ok {
-        return Err(format!("{text:?} is zero; it must be greater than zero"));
+        return Err(format!("{} is zero; it must be greater than zero", shown()));
     }
     Ok(duration)
 }
@@ -382,7 +396,7 @@ fn parse_count(text: &str, max: usize) -> Result<usize, String> {
         Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
             Err(format!("is {}; the most allowed is {max}", text.trim()))
         }
-        Err(_) => Err(format!("{text:?} is not a whole number")),
+        Err(_) => Err(format!("{} is not a whole number", logging::quoted(text))),
     }
 }
 
@@ -394,8 +408,9 @@ fn parse_query_id(id: &str) -> Result<String, Error> {
         return Err(Error::config(
             "QUERY_ID",
             format!(
-                "is {id:?}; a query id is 1 to 128 visible ASCII characters, without spaces \
-                 (or leave it unset for a random one)"
+                "is {}; a query id is 1 to 128 visible ASCII characters, without spaces \
+                 (or leave it unset for a random one)",
+                logging::quoted(id)
             ),
         ));
     }
@@ -417,9 +432,10 @@ fn replica_path(name: &'static str, path: &str, shard: Shard) -> Result<PathBuf,
         return Err(Error::config(
             name,
             format!(
-                "is {path:?}, without {{index}}, and all {} replicas (SNOWFLAKE_JOBS_COUNT) \
+                "is {}, without {{index}}, and all {} replicas (SNOWFLAKE_JOBS_COUNT) \
                  would write that one file; put {{index}} in the name, as in \
                  /data/output-{{index}}.jsonl, to give each replica its own",
+                logging::quoted(path),
                 shard.count
             ),
         ));
@@ -431,9 +447,12 @@ fn replica_path(name: &'static str, path: &str, shard: Shard) -> Result<PathBuf,
 
 fn parse_shard(index: &str, count: &str) -> Result<Shard, Error> {
     let number = |name: &'static str, text: &str| {
-        text.trim()
-            .parse::<u64>()
-            .map_err(|_| Error::config(name, format!("{text:?} is not a whole number")))
+        text.trim().parse::<u64>().map_err(|_| {
+            Error::config(
+                name,
+                format!("{} is not a whole number", logging::quoted(text)),
+            )
+        })
     };
     let count = number("SNOWFLAKE_JOBS_COUNT", count)?;
     if count == 0 {
@@ -457,70 +476,119 @@ fn parse_shard(index: &str, count: &str) -> Result<Shard, Error> {
 
 /// Checks the URL up front, with messages that say what would be right; the
 /// HTTP client's own parser is the final word on the rest.
+///
+/// The password is found first, by `Secrets::of_url`, before anything can
+/// fail on it. No message shows the user name or password, and each is
+/// redacted with every form the URL may hold one in, in case.
 pub fn parse_service_url(url: &str) -> Result<ServiceUrl, Error> {
-    let bad = |problem: String| Error::config("SERVICE_URL", problem);
+    let secrets = Secrets::of_url(url);
+    checked_service_url(url, secrets.clone())
+        .map_err(|problem| Error::config("SERVICE_URL", secrets.redact_str(problem)))
+}
+
+fn checked_service_url(url: &str, secrets: Secrets) -> Result<ServiceUrl, String> {
     let example = "expected something like http://echo-service:8000/echo";
     if url.trim().is_empty() {
-        return Err(bad(format!("is empty; {example}")));
+        return Err(format!("is empty; {example}"));
     }
     if url.chars().any(char::is_whitespace) {
-        return Err(bad(format!(
+        return Err(format!(
             "contains white space; percent-encode spaces as %20 ({example})"
-        )));
+        ));
     }
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(bad(format!("has no scheme; {example}")));
+        return Err(format!("has no scheme; {example}"));
     };
+    // Shown only when it is a scheme (RFC 3986): a user name or password
+    // written before a misplaced `://` is not.
+    let mut scheme_chars = scheme.bytes();
+    let is_scheme = scheme_chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme_chars.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !is_scheme {
+        return Err(format!("has no scheme; {example}"));
+    }
     if scheme.eq_ignore_ascii_case("https") {
-        return Err(bad(
+        return Err(
             "https:// is not supported: this build has no TLS. Service-to-service \
              traffic inside SPCS is plain http://, e.g. http://echo-service:8000/echo"
                 .to_owned(),
-        ));
+        );
     }
     if !scheme.eq_ignore_ascii_case("http") {
-        return Err(bad(format!(
-            "has scheme {scheme:?}; only http is supported"
-        )));
+        return Err(format!(
+            "has scheme {}; only http is supported",
+            logging::quoted(scheme)
+        ));
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
+    // An `@` past the authority with a `:` before it: a password holding a
+    // raw `/`, `?` or `#` (which ends the authority early), or an `@` in the
+    // path or query after a port. No parser can tell which, so the URL is
+    // refused, and none of it is shown, as it may be the password.
+    if path
+        .rfind('@')
+        .is_some_and(|at| rest[..authority_end + at].contains(':'))
+    {
+        return Err(
+            "has an @ after a /, ? or # with a : before it, which could be a password \
+             holding a raw /, ? or #, or an @ in the path or query: percent-encode /, ? \
+             and # in a password as %2F, %3F and %23, and an @ in a path or query as %40 \
+             (the URL is not shown, as it may hold a password)"
+                .to_owned(),
+        );
+    }
     let (userinfo, host_port) = match authority.rsplit_once('@') {
         Some((userinfo, host_port)) => (Some(userinfo), host_port),
         None => (None, authority),
     };
-    let (host, port) = split_host_port(host_port).map_err(&bad)?;
+    let (host, port) = split_host_port(host_port)?;
     if host.is_empty() {
-        return Err(bad(format!("has no host; {example}")));
+        return Err(format!("has no host; {example}"));
     }
     if let Some(port) = port {
         match port.parse::<u32>() {
             Ok(1..=65535) => {}
-            _ => return Err(bad(format!("has port {port:?}; a port is 1 to 65535"))),
+            _ => {
+                return Err(format!(
+                    "has port {}; a port is 1 to 65535",
+                    logging::quoted(port)
+                ));
+            }
         }
     }
     if url.len() > MAX_URL_BYTES {
-        return Err(bad(format!(
+        return Err(format!(
             "no valid HTTP/1.1 request can be made for it: it is {} bytes long, and a \
              request head carries at most {MAX_URL_BYTES}",
             url.len()
-        )));
+        ));
     }
     let Ok(uri) = Uri::try_from(url) else {
-        return Err(bad(format!("is not a valid URL; {example}")));
+        return Err(format!("is not a valid URL; {example}"));
     };
-    let redacted = match userinfo {
+    let (redacted, authorization) = match userinfo {
         Some(userinfo) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
             let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host_port}{path}")
+            let Ok(mut value) =
+                HeaderValue::try_from(format!("Basic {}", secrets::basic_token(userinfo)))
+            else {
+                return Err(format!("is not a valid URL; {example}"));
+            };
+            value.set_sensitive(true);
+            (
+                format!("{scheme}://{user}{hidden}@{host_port}{path}"),
+                Some(value),
+            )
         }
-        None => url.to_owned(),
+        None => (url.to_owned(), None),
     };
     Ok(ServiceUrl {
         uri,
+        authorization,
         redacted,
-        secrets: userinfo.map(Secrets::of_userinfo).unwrap_or_default(),
+        secrets,
     })
 }
 
@@ -678,11 +746,79 @@ mod tests {
         );
         let secret = url("http://bob:s3cret@h:8000/echo?q=1");
         assert_eq!(secret.to_string(), "http://bob:***@h:8000/echo?q=1");
+        assert!(!format!("{secret:?}").contains("s3cret"));
         assert_eq!(
             secret.uri().to_string(),
             "http://bob:s3cret@h:8000/echo?q=1"
         );
-        assert!(!format!("{secret:?}").contains("s3cret"));
+        let header = secret.authorization().unwrap();
+        assert_eq!(header, "Basic Ym9iOnMzY3JldA==");
+        assert!(header.is_sensitive());
+        assert_eq!(url("http://h/echo").authorization(), None);
+    }
+
+    #[test]
+    fn a_raw_reserved_character_in_a_password_is_refused_showing_none_of_it() {
+        let refusal = |url: &str| parse_service_url(url).unwrap_err().to_string();
+        let expected = refusal("http://alice:s3cr/et@host/echo");
+        assert!(
+            expected.starts_with("bad configuration: SERVICE_URL: has an @ after a /, ? or #")
+                && expected.contains("as %2F, %3F and %23")
+                && expected.contains("as %40"),
+            "{expected}"
+        );
+        // Each reading is refused alike, with nothing of the URL shown: a
+        // port-like password, `?` and `#`, and an `@` in a query after a
+        // port, or after a password that is percent-encoded as it should be.
+        for url in [
+            "http://alice:1234/et@host/echo",
+            "http://alice:pa?ss@host:8000/echo",
+            "http://alice:pa#ss@host/echo",
+            "http://alice:p@ss/w@host/echo?mail=a@b",
+            "http://echo:8000/echo?user=a@b",
+            "http://alice:s3cret@echo:8000/echo?mail=a@b",
+            "http://us/er:s3cret@host/echo",
+        ] {
+            assert_eq!(refusal(url), expected, "{url}");
+        }
+        // The password before a misplaced `://` is not taken for a scheme.
+        assert_eq!(
+            refusal("alice:s3cret@host://echo"),
+            "bad configuration: SERVICE_URL: has no scheme; \
+             expected something like http://echo-service:8000/echo"
+        );
+        assert_eq!(
+            refusal("http://alice:s3\"cret@host/echo"),
+            "bad configuration: SERVICE_URL: is not a valid URL; \
+             expected something like http://echo-service:8000/echo"
+        );
+    }
+
+    #[test]
+    fn an_at_sign_without_a_password_before_it_is_the_path_s() {
+        let url = |u| parse_service_url(u).unwrap();
+        for plain in ["http://echo/echo?user=a@b", "http://alice/x@host/echo"] {
+            let parsed = url(plain);
+            assert_eq!(parsed.uri().to_string(), plain);
+            assert_eq!(parsed.to_string(), plain);
+            assert!(parsed.authorization().is_none() && parsed.secrets().is_empty());
+        }
+    }
+
+    #[test]
+    fn passwords_are_sent_percent_decoded() {
+        let url = |u| parse_service_url(u).unwrap();
+        let encoded = url("http://alice:s3cr%2Fet@host/echo");
+        assert_eq!(encoded.to_string(), "http://alice:***@host/echo");
+        assert_eq!(
+            encoded.authorization().unwrap(),
+            "Basic YWxpY2U6czNjci9ldA=="
+        );
+        // A raw `@` in the password: the authority's last `@` ends it, as
+        // for the client.
+        let at = url("http://alice:p@ss@host:8000/echo");
+        assert_eq!(at.to_string(), "http://alice:***@host:8000/echo");
+        assert_eq!(at.authorization().unwrap(), "Basic YWxpY2U6cEBzcw==");
     }
 
     #[test]
@@ -744,6 +880,93 @@ mod tests {
             assert!(
                 error.contains(&format!("is {absurd}; the most allowed is 1073741824")),
                 "{error}"
+            );
+        }
+    }
+}
+
+/// The password in SERVICE_URL, whatever characters it holds: no message
+/// and no display of the URL shows any of it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Letters no message of this module writes in capitals, so that a
+    /// password's text found in one can only have come from the URL.
+    const ORDINARY: [char; 5] = ['Q', 'X', 'Z', 'J', 'K'];
+
+    /// A password of ordinary letters, the characters a URL treats
+    /// specially, and spaces. One ordinary letter is among its first three
+    /// characters, so that every prefix checked holds one: a run of
+    /// punctuation alone, such as `://`, is in the messages by right.
+    fn password() -> impl Strategy<Value = String> {
+        let mut alphabet = ORDINARY.to_vec();
+        alphabet.extend(['/', '?', '#', '@', '%', ':', ' ']);
+        let character = prop::sample::select(alphabet);
+        let ordinary = prop::sample::select(ORDINARY.to_vec());
+        (vec(character, 0..16), ordinary, 0usize..3).prop_map(|(mut chars, ordinary, at)| {
+            chars.insert(at.min(chars.len()), ordinary);
+            chars.into_iter().collect()
+        })
+    }
+
+    const URLS: [&str; 5] = [
+        "http://alice:{}@host:8000/echo",
+        "http://alice:{}@host/echo",
+        "http://alice:{}@host:8000/a/b?x=1&y=a%20b",
+        "http://alice:{}@host/echo?mail=a@b#top",
+        "http://alice:{}@[::1]:8000/echo",
+    ];
+
+    /// Whether `shown` holds a prefix of three characters or more of
+    /// `password` (all ASCII).
+    fn shows(shown: &str, password: &str) -> bool {
+        (3..=password.len()).any(|end| shown.contains(&password[..end]))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn no_message_and_no_display_shows_the_password(
+            password in password(),
+            template in prop::sample::select(URLS.to_vec()),
+        ) {
+            let url = template.replace("{}", &password);
+            let shown = match parse_service_url(&url) {
+                Ok(parsed) => format!("{parsed} {parsed:?}"),
+                Err(error) => error.to_string(),
+            };
+            prop_assert!(!shows(&shown, &password), "{url} -> {shown}");
+            // The same through the whole configuration.
+            let config = Config::from_lookup(|name| {
+                (name == "SERVICE_URL").then(|| OsString::from(&url))
+            });
+            let shown = match config {
+                Ok(config) => format!("{} {config:?}", config.service),
+                Err(error) => error.to_string(),
+            };
+            prop_assert!(!shows(&shown, &password), "{url} -> {shown}");
+        }
+
+        #[test]
+        fn the_forms_found_first_hide_the_password_in_any_line(
+            password in password(),
+            template in prop::sample::select(URLS.to_vec()),
+        ) {
+            // What main installs in the logger before the URL is checked.
+            let secrets = Secrets::of_url(&template.replace("{}", &password));
+            let line = format!(
+                "at {password} or {} or \"{}\"",
+                logging::escaped(&password),
+                logging::quoted(&password)
+            );
+            let redacted = secrets.redact_str(line);
+            prop_assert!(
+                password.len() < 4 || !redacted.contains(&password),
+                "{password} -> {redacted}"
             );
         }
     }

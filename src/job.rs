@@ -17,10 +17,11 @@ use crate::client::Client;
 use crate::config::{Config, Input};
 use crate::error::Error;
 use crate::input::{self, Rows};
+use crate::logging;
 use crate::output::AtomicFile;
 use crate::reply::{Reply, display_value};
 use crate::request::encode_request;
-use crate::rows::Batch;
+use crate::rows::{Batch, InputFormat};
 use crate::time::Seconds;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -301,6 +302,11 @@ fn send(client: &Client, mut slot: Slot, body: &mut Vec<u8>, log_rows: bool) -> 
     if log_rows {
         for i in 0..batch.len() {
             let text = String::from_utf8_lossy(batch.text(i));
+            // A Jsonl row is JSON text, whose escapes are its own.
+            let text = match batch.format() {
+                InputFormat::Lines => logging::escaped(&text),
+                InputFormat::Jsonl => logging::one_line(&text),
+            };
             log::info!("Calling {} with input {text}", client.url());
         }
     } else {

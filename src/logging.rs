@@ -5,7 +5,20 @@
 //! gives it the format (with `time`'s timestamps: env_logger's own come with
 //! a date crate), takes out what `secrets` hides, and refuses a `RUST_LOG`
 //! that env_logger would quietly misread.
+//!
+//! One record is one line. Text from outside (reply values, input rows,
+//! reply bodies, header values) goes into a message through `escaped`,
+//! `quoted` or `one_line`, which write what would break or disguise a line
+//! as JSON's escapes; and the logger passes every finished message through
+//! `one_line` once more, whichever crate logged it. What is escaped: the C0
+//! controls and DEL, the C1 controls (U+0085 ends a line for some viewers),
+//! U+2028 and U+2029, and the bidirectional embeddings, overrides and
+//! isolates (U+202A to U+202E, U+2066 to U+2069), which can make a line read
+//! in another order than it is written. Other text, non-ASCII included,
+//! stays as it is.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::io::Write;
 
 use log::{Level, LevelFilter};
@@ -45,20 +58,108 @@ fn builder(spec: &str) -> env_logger::Builder {
         .target(env_logger::Target::Stdout)
         .format(|out, record| {
             let (time, level) = (Timestamp::now(), python_level_name(record.level()));
-            match secrets::hidden_in_logs() {
-                None => writeln!(out, "{LOGGER_NAME} [{time}] [{level}] {}", record.args()),
+            write!(out, "{LOGGER_NAME} [{time}] [{level}] ")?;
+            let mut line = OneLine(out);
+            let written = match secrets::hidden_in_logs() {
+                None => fmt::Write::write_fmt(&mut line, *record.args()),
                 Some(hidden) => {
+                    // Whole, as a password may span the pieces of a message.
                     let message = record.args().to_string();
                     let message = hidden.redact(message.as_bytes());
-                    writeln!(
-                        out,
-                        "{LOGGER_NAME} [{time}] [{level}] {}",
-                        String::from_utf8_lossy(&message)
-                    )
+                    fmt::Write::write_str(&mut line, &String::from_utf8_lossy(&message))
                 }
-            }
+            };
+            written.map_err(|_| std::io::Error::other("cannot format a log record"))?;
+            writeln!(out)
         });
     builder
+}
+
+/// Writes a message on, with whatever would end its line escaped: the last
+/// line of defence, for text that reached a message unescaped.
+struct OneLine<'a>(&'a mut env_logger::fmt::Formatter);
+
+impl fmt::Write for OneLine<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0
+            .write_all(one_line(text).as_bytes())
+            .map_err(|_| fmt::Error)
+    }
+}
+
+/// Text from outside as a log line shows it: on one line, with a backslash
+/// written `\\` so that every escape reads one way. Borrowed when nothing
+/// needed escaping, as for the tutorial's `Hello`.
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    escape(text, b"\\")
+}
+
+/// Text from outside in quotes, as a JSON string literal writes it: like
+/// `escaped`, and a quote written `\"`.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    out.push_str(&escape(text, b"\\\""));
+    out.push('"');
+    out
+}
+
+/// JSON text, or a finished message, on one line: only what would break or
+/// disguise the line is escaped, so JSON's own escapes keep their meaning.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    escape(text, b"")
+}
+
+/// `text` with JSON's escapes for what `escapes` names and for the ASCII
+/// characters in `also`; borrowed when there are none.
+fn escape<'a>(text: &'a str, also: &[u8]) -> Cow<'a, str> {
+    // Everything escaped is ASCII, or a character whose UTF-8 starts with
+    // 0xC2 (the C1 controls) or 0xE2 (the rest): a byte scan finds where to
+    // look closer, and most text has no such byte at all.
+    let suspect = |b: u8| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2 || also.contains(&b);
+    let needs = |c: char| escapes(c) || c.is_ascii() && also.contains(&(c as u8));
+    let Some(first) = text.bytes().position(suspect) else {
+        return Cow::Borrowed(text);
+    };
+    // 0xC2 and 0xE2 begin characters, so `first` is on a boundary.
+    let Some(first) = text[first..]
+        .char_indices()
+        .find(|&(_, c)| needs(c))
+        .map(|(at, _)| first + at)
+    else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len() + 16);
+    out.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            _ if escapes(c) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u");
+                for shift in [12, 8, 4, 0] {
+                    out.push(char::from(HEX[(c as usize >> shift) & 0xf]));
+                }
+            }
+            _ if needs(c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a log line must show `c` as an escape: it would end the line
+/// for some reader, or change how the rest of it reads. All are below
+/// U+10000, so `\uXXXX` writes each.
+fn escapes(c: char) -> bool {
+    matches!(c,
+        '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}'
+        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Accepts comma-separated `level` or `module=level` directives. env_logger
@@ -75,7 +176,8 @@ fn check_spec(spec: &str) -> Result<(), Error> {
             return Err(Error::config(
                 "RUST_LOG",
                 format!(
-                    "{directive:?} is not a log level; use error, warn, info, debug, trace or off"
+                    "{} is not a log level; use error, warn, info, debug, trace or off",
+                    quoted(directive)
                 ),
             ));
         }
@@ -149,6 +251,67 @@ mod tests {
     }
 
     #[test]
+    fn text_from_outside_is_escaped_onto_one_line() {
+        assert!(matches!(escaped("Bob said Hello"), Cow::Borrowed(_)));
+        assert!(matches!(
+            escaped("say \"hi\" é 日本 € 🦀"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escaped("a\nb\rc\td\\e\u{1b}[31m\u{0}\u{7f}"),
+            "a\\nb\\rc\\td\\\\e\\u001b[31m\\u0000\\u007f"
+        );
+        // Line and paragraph separators, C1 controls (U+0085 is NEL) and
+        // the bidirectional overrides; not their neighbours.
+        assert_eq!(
+            escaped("\u{2028}\u{2029}\u{85}\u{9f}\u{202e}\u{2066}\u{a0}\u{2027}\u{202f}"),
+            "\\u2028\\u2029\\u0085\\u009f\\u202e\\u2066\u{a0}\u{2027}\u{202f}"
+        );
+        assert_eq!(quoted("say \"hi\"\n"), r#""say \"hi\"\n""#);
+        // JSON text keeps its own escapes.
+        assert_eq!(one_line("[\"a\\\"b\",\r1]"), r#"["a\"b",\r1]"#);
+        assert!(matches!(one_line("a\\b"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_record_is_one_line_whatever_its_message_holds() {
+        use log::Log;
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Shared {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let written = Shared::default();
+        let logger = builder("")
+            .target(env_logger::Target::Pipe(Box::new(written.clone())))
+            .build();
+        let forged = "x\nservice-to-service [2026-01-01 00:00:00,000] [ERROR] forged\u{2028}\\";
+        logger.log(
+            &log::Record::builder()
+                .level(Level::Warn)
+                .target("some_crate")
+                .args(format_args!("raw {forged} {}", 1))
+                .build(),
+        );
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.ends_with(
+                "[WARNING] raw x\\nservice-to-service [2026-01-01 00:00:00,000] \
+                 [ERROR] forged\\u2028\\ 1\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn log_specs() {
         for good in [
             "",
@@ -163,6 +326,38 @@ mod tests {
         for bad in ["verbose", "ureq", "ureq=loud", "a b"] {
             let e = check_spec(bad).unwrap_err();
             assert_eq!(e.exit_code(), 64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any text, with the characters a log line escapes drawn often.
+    fn any_text() -> impl Strategy<Value = String> {
+        let character = prop_oneof![
+            2 => any::<char>(),
+            1 => (0u32..0xa0).prop_map(|c| char::from_u32(c).unwrap_or('?')),
+            1 => prop::sample::select(vec!['"', '\\', 'u', '\u{2028}', '\u{2029}', '\u{202e}', '\u{2069}']),
+        ];
+        proptest::collection::vec(character, 0..40).prop_map(|chars| chars.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// One line, and one way back: a quoted text is the JSON string of
+        /// the text, and an escaped one is the same but for its quotes.
+        #[test]
+        fn escapes_read_one_way(text in any_text()) {
+            let quoted = quoted(&text);
+            prop_assert_eq!(miniserde::json::from_str::<String>(&quoted).ok(), Some(text.clone()));
+            let escaped = escaped(&text);
+            prop_assert!(!escaped.chars().any(escapes), "{:?}", escaped);
+            prop_assert_eq!(escaped.replace('"', "\\\""), &quoted[1..quoted.len() - 1]);
+            prop_assert!(!one_line(&text).chars().any(escapes));
         }
     }
 }

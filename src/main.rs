@@ -20,14 +20,13 @@ fn main() -> ExitCode {
     if let Some(message) = std::env::var_os("S2S_TEST_PANIC") {
         panic!("{}", message.to_string_lossy());
     }
+    // First of all, before anything can fail on it: from here on no log
+    // line shows the password in SERVICE_URL, however the URL turns out.
+    let url = std::env::var_os("SERVICE_URL").unwrap_or_default();
+    secrets::hide_in_logs(&secrets::Secrets::of_url(&url.to_string_lossy()));
     let outcome = logging::init()
         .and_then(|()| config::Config::from_env())
-        .and_then(|config| {
-            // Before the first request: the client's log lines may quote
-            // what the service sends back, password and all.
-            secrets::hide_in_logs(config.service.secrets());
-            job::run(&config)
-        });
+        .and_then(|config| job::run(&config));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

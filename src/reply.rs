@@ -27,6 +27,7 @@ use std::ops::Range;
 
 use crate::decimal;
 use crate::json::{self, Kind, Number, ScanError, Scanned, Scanner};
+use crate::logging;
 use crate::rows::MAX_NESTING;
 
 /// Where one reply value is: a range of the body, or of the re-encoded values.
@@ -546,12 +547,16 @@ fn place_row(
     Ok(slot)
 }
 
-/// The first 200 bytes of a body, for error messages.
+/// The first 200 bytes of a body, for error messages: quoted and escaped as
+/// a JSON string.
 pub fn preview(body: &[u8]) -> String {
     const LIMIT: usize = 200;
     let shown = String::from_utf8_lossy(&body[..body.len().min(LIMIT)]);
-    let more = if body.len() > LIMIT { "..." } else { "" };
-    format!("{:?}{more}", shown.trim_end())
+    let mut preview = logging::quoted(shown.trim_end());
+    if body.len() > LIMIT {
+        preview.push_str("...");
+    }
+    preview
 }
 
 /// Appends `[index,value]` and a newline: one line of `OUTPUT_FILE`, with
@@ -564,22 +569,27 @@ pub fn push_output_line(out: &mut Vec<u8>, index: u64, value: &[u8]) {
     out.extend_from_slice(b"]\n");
 }
 
-/// A reply value as a log line shows it: strings as their text, anything
-/// else as compact JSON.
+/// A reply value as a log line shows it, on one line: strings as their
+/// text, escaped (`logging::escaped`), anything else as compact JSON.
+/// Borrowed from the reply for a string without escapes, as the tutorial's
+/// `Bob said Hello`.
 pub fn display_value(value: &[u8]) -> Cow<'_, str> {
-    let text = String::from_utf8_lossy(value);
-    if value.first() != Some(&b'"') {
-        return text;
+    let Ok(json) = std::str::from_utf8(value) else {
+        // Not met: a reply is checked as UTF-8 before its values are taken.
+        return Cow::Owned(logging::one_line(&String::from_utf8_lossy(value)).into_owned());
+    };
+    let Some(text) = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) else {
+        return logging::one_line(json);
+    };
+    if !text.contains('\\') {
+        return logging::escaped(text);
     }
-    if !value.contains(&b'\\') {
-        return match text {
-            Cow::Borrowed(text) => Cow::Borrowed(&text[1..text.len() - 1]),
-            Cow::Owned(text) => Cow::Owned(text[1..text.len() - 1].to_owned()),
-        };
-    }
-    match miniserde::json::from_str::<String>(&text) {
-        Ok(decoded) => Cow::Owned(decoded),
-        Err(_) => text,
+    match miniserde::json::from_str::<String>(json) {
+        Ok(decoded) => match logging::escaped(&decoded) {
+            Cow::Borrowed(_) => Cow::Owned(decoded),
+            Cow::Owned(escaped) => Cow::Owned(escaped),
+        },
+        Err(_) => logging::one_line(json),
     }
 }
 
@@ -620,8 +630,14 @@ mod tests {
         let nasty = "quote \" backslash \\ tab \t nl \n nul \u{0} bell \u{7} é 日本 🦀 \u{2028}";
         let body = encode_request(&rows(&[nasty]));
         assert!(!body.contains('\n') && !body.contains('\t') && !body.contains('\u{0}'));
-        // A reply in the same shape as the request carries the text back.
-        assert_eq!(decode(&body, &[0]).unwrap(), vec![nasty.to_string()]);
+        // A reply in the same shape as the request carries the text back,
+        // and a log line shows it escaped.
+        let values = decode_reply(body.as_bytes(), &[0]).unwrap();
+        assert_eq!(
+            miniserde::json::from_str::<String>(&values[0]).unwrap(),
+            nasty
+        );
+        assert_eq!(display_value(values[0].as_bytes()), logging::escaped(nasty));
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! can come back, and their removal from text.
 //!
 //! A password can reach a log line as written in `SERVICE_URL`,
-//! percent-decoded, quoted by a `{:?}`, or inside the Basic authorization
-//! token the client sends (a service or proxy may echo request headers in an
-//! error body). `main` installs the forms once, before the first request,
-//! and from then on the logger takes them out of every line, whichever crate
-//! logs it. Text from the service that goes into an error message is
-//! redacted where it is quoted.
+//! percent-decoded, escaped as a log line or `{:?}` quotes it, or inside the
+//! Basic authorization token the client sends (a service or proxy may echo
+//! request headers in an error body). `main` installs the forms first of
+//! all, from the URL as it is set, before anything can fail on it; from then
+//! on the logger takes them out of every line, whichever crate logs it. Text
+//! from the service that goes into an error message is redacted where it is
+//! quoted.
 //!
 //! Left out: passwords shorter than four characters are not searched for on
 //! their own, as a one-letter password would blank out that letter in every
@@ -20,6 +21,8 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use percent_encoding::percent_decode_str;
 
+use crate::logging;
+
 const SHORTEST_REDACTED_PASSWORD: usize = 4;
 
 /// The forms of one password, each replaced by `***` in text.
@@ -29,29 +32,74 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// The forms of every password `url` may hold, found before the URL is
+    /// checked, so that no message about it can show one. Where the URL is
+    /// ambiguous, every reading counts: the `user:password` before the
+    /// authority's last `@`, and the text before each `@` that follows the
+    /// authority (a password with a raw `/`, `?` or `#` ends the authority
+    /// early). For a URL the job accepts, these are the forms of its one
+    /// password.
+    pub fn of_url(url: &str) -> Secrets {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let mut secrets = Secrets::default();
+        if let Some((userinfo, _)) = rest[..authority_end].rsplit_once('@') {
+            secrets.add_userinfo(userinfo);
+        }
+        let after = &rest[authority_end..];
+        for (at, _) in after.match_indices('@') {
+            secrets.add_userinfo(&rest[..authority_end + at]);
+        }
+        secrets
+    }
+
     /// The forms of the password in a URL's `user:password` part; none when
     /// it has no password.
     pub fn of_userinfo(userinfo: &str) -> Secrets {
+        let mut secrets = Secrets::default();
+        secrets.add_userinfo(userinfo);
+        secrets
+    }
+
+    fn add_userinfo(&mut self, userinfo: &str) {
         let Some((_, password)) = userinfo.split_once(':') else {
-            return Secrets::default();
+            return;
         };
-        // The client sends `Basic base64(user:password)`, with both as written.
-        let mut forms = vec![BASE64_STANDARD.encode(userinfo).into_bytes()];
-        if password.len() >= SHORTEST_REDACTED_PASSWORD {
-            let decoded: Vec<u8> = percent_decode_str(password).collect();
-            // As a log line quotes it (`{:?}` escapes quotes and backslashes).
-            let quoted = format!("{:?}", String::from_utf8_lossy(&decoded));
-            for form in [
-                password.as_bytes().to_vec(),
-                decoded,
-                quoted.as_bytes()[1..quoted.len() - 1].to_vec(),
-            ] {
-                if !forms.contains(&form) {
-                    forms.push(form);
-                }
-            }
+        // The Basic token the client sends (`basic_token`), and the one a
+        // client that does not percent-decode would send.
+        self.add(basic_token(userinfo).into_bytes());
+        self.add(BASE64_STANDARD.encode(userinfo).into_bytes());
+        if password.len() < SHORTEST_REDACTED_PASSWORD {
+            return;
         }
-        Secrets { forms }
+        let decoded: Vec<u8> = percent_decode_str(password).collect();
+        let decoded = String::from_utf8_lossy(&decoded);
+        // As log lines escape it (`logging`), and as `{:?}` quotes it; the
+        // quoted forms without their quotes.
+        let quoted = logging::quoted(&decoded);
+        let debug = format!("{decoded:?}");
+        for form in [
+            password,
+            &*decoded,
+            &*logging::escaped(&decoded),
+            &quoted[1..quoted.len() - 1],
+            &debug[1..debug.len() - 1],
+        ] {
+            self.add(form.as_bytes().to_vec());
+        }
+    }
+
+    fn add(&mut self, form: Vec<u8>) {
+        if !form.is_empty() && !self.forms.contains(&form) {
+            // Longest first, so that a form inside a longer one cannot
+            // leave pieces of the longer behind.
+            let at = self
+                .forms
+                .iter()
+                .take_while(|f| f.len() >= form.len())
+                .count();
+            self.forms.insert(at, form);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,6 +152,14 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// The token of `Authorization: Basic` for a URL's `user:password`, as
+/// curl and browsers send it: percent-decoded, so that a password written
+/// with `%2F` for a `/` arrives as the `/` it stands for.
+pub fn basic_token(userinfo: &str) -> String {
+    let decoded: Vec<u8> = percent_decode_str(userinfo).collect();
+    BASE64_STANDARD.encode(decoded)
+}
+
 static HIDDEN_IN_LOGS: OnceLock<Secrets> = OnceLock::new();
 
 /// From now on every log line has `secrets` taken out. Only the first call
@@ -140,6 +196,26 @@ mod tests {
             "HTTP 401: ***"
         );
         assert!(!format!("{secrets:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn every_reading_of_a_url_counts_before_it_is_checked() {
+        let secrets = Secrets::of_url("http://alice:s3cr/et@host/echo?mail=a@b");
+        let token = BASE64_STANDARD.encode("alice:s3cr/et");
+        let line = format!("has port \"s3cr/et\" Basic {token}");
+        assert_eq!(secrets.redact_str(line), "has port \"***\" Basic ***");
+        // Escaped as a log line shows it, and sent decoded.
+        let secrets = Secrets::of_url("http://bob:pa%5Css%0Aword@h/echo");
+        let line = r"pa\\ss\nword Ym9iOnBhXHNzCndvcmQ=".to_owned();
+        assert_eq!(basic_token("bob:pa%5Css%0Aword"), "Ym9iOnBhXHNzCndvcmQ=");
+        assert_eq!(secrets.redact_str(line), "*** ***");
+        for plain in [
+            "http://echo:8000/echo",
+            "http://alice/x@host/echo",
+            "not a URL",
+        ] {
+            assert!(Secrets::of_url(plain).is_empty(), "{plain}");
+        }
     }
 
     #[test]

@@ -131,6 +131,53 @@ fn without_output_file_replies_go_to_the_log() {
 }
 
 #[test]
+fn logged_rows_and_replies_are_one_record_each() {
+    // Each reply adds a line break and what would read as a record of its
+    // own.
+    let server = serve(|request, _| {
+        let forged = "\nservice-to-service [2026-01-01 00:00:00,000] [ERROR] forged";
+        let rows: Vec<String> = request
+            .rows()
+            .iter()
+            .map(|(i, text)| row(i, &format!("{text}{forged}")))
+            .collect();
+        Reply::json(200, format!("{{\"data\":[{}]}}", rows.join(",")))
+    });
+    let dir = TempDir::new("one-line");
+    let input = write_input(
+        &dir,
+        "cr\rinside\nesc \u{1b}[31m red\nback\\slash\n\u{2028}\u{85}\u{202e} end\n",
+    );
+    let outcome = job(&server.url()).env("INPUT_FILE", &input).run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    outcome.assert_every_line_is_a_log_record();
+    assert!(outcome.errors().is_empty(), "{outcome}");
+    let url = server.url();
+    let rows = [
+        r"cr\rinside",
+        r"esc \u001b[31m red",
+        r"back\\slash",
+        r"\u2028\u0085\u202e end",
+    ];
+    let forged = r"\nservice-to-service [2026-01-01 00:00:00,000] [ERROR] forged";
+    let mut expected: Vec<String> = rows
+        .iter()
+        .map(|text| format!("Calling {url} with input {text}"))
+        .collect();
+    expected.extend(
+        rows.iter()
+            .map(|text| format!("Received response from {url}: {text}{forged}")),
+    );
+    let mut info = outcome.tutorial_lines();
+    assert!(
+        info.pop()
+            .is_some_and(|done| done.starts_with("Done: 4/4 rows"))
+    );
+    assert_eq!(info, expected);
+    assert_eq!(outcome.stdout.lines().count(), 10, "{outcome}");
+}
+
+#[test]
 fn invalid_utf8_is_a_data_error_naming_the_line() {
     let server = shuffling_echo();
     let dir = TempDir::new("utf8");
@@ -627,6 +674,33 @@ fn jsonl_rows_send_their_columns_as_they_are() {
             "[2,[null,{\"k\":[true,\"é\"]}]]",
             "[3,[]]",
             "[4,[\"only\"]]",
+        ]
+    );
+}
+
+#[test]
+fn logged_jsonl_rows_are_one_record_each_and_keep_their_escapes() {
+    let server = columns_echo();
+    let dir = TempDir::new("jsonl-one-line");
+    // A carriage return is white space to JSON, and a line separator may
+    // stand raw in a string.
+    let input = write_input(&dir, "[\"a\\\"b\",\r1]\n[\"x\u{2028}y\"]\n");
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("INPUT_FORMAT", "jsonl")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    outcome.assert_every_line_is_a_log_record();
+    let url = server.url();
+    let mut info = outcome.tutorial_lines();
+    info.pop();
+    assert_eq!(
+        info,
+        [
+            format!(r#"Calling {url} with input ["a\"b",\r1]"#),
+            format!(r#"Calling {url} with input ["x\u2028y"]"#),
+            format!(r#"Received response from {url}: ["a\"b",1]"#),
+            format!(r#"Received response from {url}: ["x\u2028y"]"#),
         ]
     );
 }

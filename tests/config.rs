@@ -297,6 +297,66 @@ fn a_password_in_the_url_is_never_logged_on_any_path() {
     }
 }
 
+/// A password with a raw `/`, `?` or `#` ends the URL's authority early, so
+/// the rest of it reads as a port or a path. Each is refused before a
+/// request, at every log level, with the fix named and no part of the
+/// password shown: neither the part that would read as a port, nor the
+/// part after it, nor the whole, in any form.
+#[test]
+fn a_password_with_a_raw_reserved_character_is_refused_showing_none_of_it() {
+    let server = serve_echo("Bob");
+    let cases: &[(&str, &[&str])] = &[
+        ("alice:s3cr/et", &["s3cr", "/et@"]),
+        // A port-like password: before, the URL parsed, as host alice.
+        ("alice:1234/et", &["1234", "/et@"]),
+        ("alice:hunt?er2", &["hunt", "?er2"]),
+        ("alice:hunt#er2", &["hunt", "#er2"]),
+        ("alice:p@ss/w0rd", &["p@ss", "/w0rd", "w0rd"]),
+    ];
+    for (userinfo, parts) in cases {
+        let url = server
+            .url()
+            .replace("http://", &format!("http://{userinfo}@"));
+        let outcome = job(&url).env("RUST_LOG", "trace").run();
+        outcome.assert_fails(
+            64,
+            "percent-encode /, ? and # in a password as %2F, %3F and %23",
+        );
+        let password = &userinfo["alice:".len()..];
+        assert_never_shown(&outcome, &[password]);
+        assert_never_shown(&outcome, parts);
+        eprintln!(
+            "observed: {userinfo}@ -> exit 64, ERROR: {}",
+            outcome.error()
+        );
+    }
+    // An `@` in a query after a port reads the same way, and the message
+    // names its fix too.
+    let outcome = job(&format!("{}?mail=bob@example.com", server.url())).run();
+    outcome.assert_fails(64, "and an @ in a path or query as %40");
+    assert!(server.requests().is_empty());
+}
+
+/// Percent-encoded as the message asks, the password works: the service
+/// gets it decoded, as curl sends it, and the log shows none of it.
+#[test]
+fn a_percent_encoded_password_is_sent_decoded() {
+    let server = serve_echo("Bob");
+    let url = server
+        .url()
+        .replace("http://", "http://alice:s3cr%2Fet%3F%23@");
+    let outcome = job(&url).env("RUST_LOG", "trace").run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    // base64("alice:s3cr/et?#"), and of the password as written.
+    let sent = "YWxpY2U6czNjci9ldD8j";
+    assert_eq!(
+        server.requests()[0].header("authorization"),
+        Some(format!("Basic {sent}").as_str())
+    );
+    assert_never_shown(&outcome, &["s3cr", sent, "YWxpY2U6czNjciUyRmV0JTNGJTIz"]);
+    assert!(outcome.stdout.contains("alice:***@"), "{outcome}");
+}
+
 #[test]
 fn an_ipv6_literal_works() {
     let Some(listener) = ipv6_loopback() else {
@@ -344,6 +404,15 @@ fn mixed_text(bytes: usize) -> String {
     text
 }
 
+/// `mixed_text` as a log line shows it: its backslashes, tabs and controls
+/// escaped.
+fn as_logged(mixed: &str) -> String {
+    mixed
+        .replace('\\', r"\\")
+        .replace('\t', r"\t")
+        .replace('\u{1}', r"\u0001")
+}
+
 /// Linux caps one environment string at 128 KiB (MAX_ARG_STRLEN) including
 /// `ECHO_TEXT=` and the final NUL, so the largest ECHO_TEXT any process can
 /// be started with is 131,061 bytes, and a 1 MiB ECHO_TEXT cannot reach the
@@ -357,7 +426,7 @@ fn the_largest_echo_text_linux_allows_round_trips() {
     assert_eq!(outcome.code, Some(0), "exit {:?}", outcome.code);
     assert_eq!(server.requests()[0].rows(), vec![(0, largest.clone())]);
     let received = &outcome.tutorial_lines()[1];
-    assert!(received.ends_with(&format!(": Bob said {largest}")));
+    assert!(received.ends_with(&format!(": Bob said {}", as_logged(&largest))));
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
     eprintln!(
         "observed: ECHO_TEXT of {} bytes: exit 0, peak RSS {peak_kib} KiB",
@@ -387,7 +456,7 @@ fn one_mib_of_text_round_trips_as_an_input_line() {
     assert!(
         received
             .iter()
-            .any(|line| line.ends_with(&format!(": Bob said {text}"))),
+            .any(|line| line.ends_with(&format!(": Bob said {}", as_logged(&text)))),
         "the 1 MiB reply was not logged whole"
     );
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");

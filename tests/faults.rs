@@ -389,6 +389,23 @@ fn redirects_are_not_followed_and_name_the_location() {
 }
 
 #[test]
+fn a_location_is_shown_on_one_line() {
+    // A tab and obs-text bytes that read as U+0085 (NEL, a line end to
+    // some log viewers) are what a header value may hold.
+    let addr = canned(http_reply(
+        "307 Temporary Redirect",
+        &format!("{JSON}Location: /a\tb\u{85}c\r\n"),
+        b"",
+    ));
+    let outcome = run_bounded(against(addr));
+    outcome.assert_every_line_is_a_log_record();
+    outcome.assert_fails(
+        76,
+        r"HTTP 307 redirect to /a\tb\u0085c; redirects are not followed",
+    );
+}
+
+#[test]
 fn a_100_continue_before_the_reply_is_skipped() {
     let mut reply = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
     reply.extend(http_reply("200 OK", JSON, GOOD_BODY.as_bytes()));

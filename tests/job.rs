@@ -46,7 +46,41 @@ fn echo_text_round_trips_quotes_controls_and_unicode() {
     let outcome = job(&server.url()).env("ECHO_TEXT", text).run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(server.requests()[0].rows(), vec![(0, text.to_owned())]);
-    assert!(outcome.tutorial_lines()[1].ends_with(&format!(": Bob said {text}")));
+    // Logged on one line: the tab, the control and the backslash escaped.
+    let logged = r#"say "hi" \\ back\tslash \u0001 é 日本 🦀"#;
+    let url = server.url();
+    assert_eq!(
+        outcome.tutorial_lines(),
+        vec![
+            format!("Calling {url} with input {logged}"),
+            format!("Received response from {url}: Bob said {logged}"),
+        ]
+    );
+}
+
+#[test]
+fn a_reply_cannot_forge_a_log_record() {
+    let server = serve(|_, _| {
+        Reply::json(
+            200,
+            r#"{"data":[[0,"Bob said Hello\nservice-to-service [2026-01-01 00:00:00,000] [ERROR] forged record"]]}"#,
+        )
+    });
+    let outcome = job(&server.url()).run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    outcome.assert_every_line_is_a_log_record();
+    assert!(outcome.errors().is_empty(), "{outcome}");
+    let url = server.url();
+    assert_eq!(
+        outcome.tutorial_lines(),
+        vec![
+            format!("Calling {url} with input Hello"),
+            format!(
+                "Received response from {url}: Bob said Hello\\nservice-to-service \
+                 [2026-01-01 00:00:00,000] [ERROR] forged record"
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -67,6 +101,24 @@ fn an_error_status_is_a_protocol_error_showing_status_and_body() {
     outcome.assert_fails(76, "HTTP 500: \"internal trouble xxx");
     assert!(outcome.error().len() < 400, "body not cut at 200 bytes");
     assert_eq!(server.requests().len(), 1, "a 500 is not retried");
+}
+
+#[test]
+fn an_error_body_with_line_breaks_is_one_error_line() {
+    let server = serve(|_, _| {
+        Reply::json(
+            500,
+            "Traceback (most recent call last):\n  File \"app.py\"\r\n\u{1b}[31mKeyError\u{1b}[0m\n",
+        )
+    });
+    let outcome = job(&server.url()).run();
+    outcome.assert_every_line_is_a_log_record();
+    // Quoted as a JSON string: its quotes, line breaks and ESC escaped.
+    outcome.assert_fails(
+        76,
+        r#"HTTP 500: "Traceback (most recent call last):\n  File \"app.py\"\r\n\u001b[31mKeyError\u001b[0m""#,
+    );
+    assert!(outcome.error().ends_with("[0m\""), "{outcome}");
 }
 
 #[test]
