@@ -46,6 +46,28 @@ pub struct Client {
     retries: AtomicU64,
 }
 
+/// How one attempt ended, as far as the load on the service goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Attempt {
+    /// The service answered, whatever the reply.
+    Answered,
+    /// HTTP 429 or 503: the service says it is over capacity.
+    Overloaded,
+    /// The attempt timed out, or a gateway did (HTTP 504).
+    TimedOut,
+    /// Anything else: no answer (refused, reset, DNS), or HTTP 502.
+    Failed,
+}
+
+/// The caller's hold on each attempt of a request: it may make an attempt
+/// wait for a free slot, hears how each ended, and waits out the backoff
+/// between them, any of which it may cut short with an error.
+pub trait Attempts {
+    fn start(&self) -> Result<(), Error>;
+    fn end(&self, attempt: Attempt);
+    fn pause(&self, delay: Duration) -> Result<(), Error>;
+}
+
 /// What a failed attempt means for the request.
 enum Verdict {
     /// The connection was closed or reset before the reply began. On a
@@ -54,6 +76,10 @@ enum Verdict {
     SendAgain(String),
     /// Worth another attempt, after a backoff, until the retry deadline.
     RetryLater(String),
+    /// The same, and a sign of too many requests at once: HTTP 429 or 503.
+    Overloaded(String),
+    /// The same, from a timeout (ours, or a gateway's HTTP 504).
+    TimedOut(String),
     GiveUp(Error),
 }
 
@@ -81,8 +107,8 @@ impl Client {
             .user_agent(concat!("service-to-service/", env!("CARGO_PKG_VERSION")))
             .accept("application/json")
             // One idle connection per request thread.
-            .max_idle_connections(config.concurrency)
-            .max_idle_connections_per_host(config.concurrency)
+            .max_idle_connections(config.concurrency.most())
+            .max_idle_connections_per_host(config.concurrency.most())
             // ureq's default buffers are 128 KiB each way per connection.
             // Replies' headers must fit the input buffer, so it is a little
             // larger than the header limit: longer headers get a clear error,
@@ -130,7 +156,13 @@ impl Client {
     /// The first attempt has the full CONNECT_TIMEOUT and REQUEST_TIMEOUT.
     /// Retries follow while RETRY_DEADLINE, counted from the first attempt,
     /// has time left, and each is cut short so as to end by it.
-    pub fn send(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
+    pub fn send(
+        &self,
+        body: &[u8],
+        sent: &[u64],
+        reply: &mut Reply,
+        attempts: &dyn Attempts,
+    ) -> Result<(), Error> {
         let started = Instant::now();
         let deadline = started + self.retry_deadline;
         let mut limits = Limits {
@@ -141,7 +173,15 @@ impl Client {
         let mut attempt = 1;
         let mut sent_again = false;
         loop {
-            let cause = match self.attempt(body, sent, reply, &limits) {
+            attempts.start()?;
+            let result = self.attempt(body, sent, reply, &limits);
+            attempts.end(match &result {
+                Ok(()) => Attempt::Answered,
+                Err(Verdict::Overloaded(_)) => Attempt::Overloaded,
+                Err(Verdict::TimedOut(_)) => Attempt::TimedOut,
+                Err(_) => Attempt::Failed,
+            });
+            let cause = match result {
                 Ok(()) => return Ok(()),
                 Err(Verdict::GiveUp(error)) => return Err(error),
                 Err(Verdict::SendAgain(cause)) if !sent_again => {
@@ -150,7 +190,12 @@ impl Client {
                     limits.new_connection = true;
                     continue;
                 }
-                Err(Verdict::SendAgain(cause) | Verdict::RetryLater(cause)) => cause,
+                Err(
+                    Verdict::SendAgain(cause)
+                    | Verdict::RetryLater(cause)
+                    | Verdict::Overloaded(cause)
+                    | Verdict::TimedOut(cause),
+                ) => cause,
             };
             // The service may have moved: look its name up again next time.
             self.resolved.forget();
@@ -171,7 +216,7 @@ impl Client {
                 Seconds(delay)
             );
             self.retries.fetch_add(1, Ordering::Relaxed);
-            std::thread::sleep(delay);
+            attempts.pause(delay)?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(unreachable());
@@ -240,7 +285,12 @@ impl Client {
         log::debug!("HTTP {status} ({} bytes)", reply.body().len());
 
         if TRANSIENT_STATUSES.contains(&status) {
-            return Err(Verdict::RetryLater(format!("HTTP {status}")));
+            let cause = format!("HTTP {status}");
+            return Err(match status {
+                429 | 503 => Verdict::Overloaded(cause),
+                504 => Verdict::TimedOut(cause),
+                _ => Verdict::RetryLater(cause),
+            });
         }
         // What the service says goes into the ERROR line, and a service or
         // proxy may echo the request's Authorization header or URL back: so
@@ -293,7 +343,7 @@ impl Client {
         match error {
             E::HostNotFound => Verdict::RetryLater("host not found (DNS)".to_owned()),
             E::ConnectionFailed => Verdict::RetryLater("connection failed".to_owned()),
-            E::Timeout(which) => Verdict::RetryLater(format!("timed out ({which})")),
+            E::Timeout(which) => Verdict::TimedOut(format!("timed out ({which})")),
             E::BodyStalled => Verdict::RetryLater("the reply stalled".to_owned()),
             E::Io(io) => match io.kind() {
                 ErrorKind::ConnectionRefused => {
@@ -307,7 +357,7 @@ impl Client {
                     "connection closed before the reply was complete".to_owned(),
                 ),
                 ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                    Verdict::RetryLater("timed out".to_owned())
+                    Verdict::TimedOut("timed out".to_owned())
                 }
                 // The peer's bytes broke HTTP framing: the service answered wrongly.
                 ErrorKind::InvalidData | ErrorKind::InvalidInput => {

@@ -60,7 +60,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "CONCURRENCY",
         default: Some("1"),
-        meaning: "requests in flight at once",
+        meaning: "requests in flight at once (1 to 256), or auto: found from the service's answers",
     },
     Variable {
         name: "CONNECT_TIMEOUT",
@@ -133,7 +133,7 @@ fn default_of(name: &str) -> Option<&'static str> {
 /// Durations above this are almost certainly a unit mistake (`60000` meant as ms).
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_BATCH_SIZE: usize = 100_000;
-const MAX_CONCURRENCY: usize = 256;
+const MAX_CONCURRENCY: usize = crate::limit::MOST;
 /// A URL's path goes into the request line and its host and credentials into
 /// headers; with this cap every request head fits the client's write buffer.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
@@ -145,12 +145,30 @@ pub struct Config {
     pub input_format: InputFormat,
     pub output: Option<PathBuf>,
     pub batch_size: usize,
-    pub concurrency: usize,
+    pub concurrency: Concurrency,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retry_deadline: Duration,
     pub max_response_bytes: u64,
     pub shard: Shard,
+}
+
+/// How many requests may be in flight at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Concurrency {
+    Fixed(usize),
+    /// Learnt from the service's answers, between 1 and the most allowed.
+    Auto,
+}
+
+impl Concurrency {
+    /// The most requests in flight at once.
+    pub fn most(self) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Auto => MAX_CONCURRENCY,
+        }
+    }
 }
 
 /// Where the rows come from.
@@ -290,7 +308,7 @@ impl Config {
             input_format,
             output,
             batch_size: count("BATCH_SIZE", MAX_BATCH_SIZE)?,
-            concurrency: count("CONCURRENCY", MAX_CONCURRENCY)?,
+            concurrency: concurrency(&text("CONCURRENCY")?)?,
             connect_timeout: duration("CONNECT_TIMEOUT", false)?,
             request_timeout: duration("REQUEST_TIMEOUT", false)?,
             retry_deadline: duration("RETRY_DEADLINE", true)?,
@@ -365,6 +383,16 @@ fn parse_count(text: &str, max: usize) -> Result<usize, String> {
         Ok(n) if n > max => Err(format!("is {n}; the most allowed is {max}")),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+fn concurrency(text: &str) -> Result<Concurrency, Error> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Concurrency::Auto);
+    }
+    match parse_count(text, MAX_CONCURRENCY) {
+        Ok(n) => Ok(Concurrency::Fixed(n)),
+        Err(problem) => Err(Error::config("CONCURRENCY", format!("{problem} (or auto)"))),
     }
 }
 
@@ -520,7 +548,7 @@ mod tests {
         assert_eq!(c.retry_deadline, Duration::from_secs(60));
         assert_eq!(c.max_response_bytes, 10 * 1024 * 1024);
         assert_eq!(c.batch_size, 100);
-        assert_eq!(c.concurrency, 1);
+        assert_eq!(c.concurrency, Concurrency::Fixed(1));
         assert_eq!(c.shard, Shard { index: 0, count: 1 });
     }
 
@@ -646,7 +674,13 @@ mod tests {
     #[test]
     fn counts() {
         assert!(config_error(&[("BATCH_SIZE", "0")]).contains("at least 1"));
-        assert!(config_error(&[("CONCURRENCY", "1000")]).contains("most allowed is 256"));
+        assert!(config_error(&[("CONCURRENCY", "1000")]).contains("most allowed is 256 (or auto)"));
+        assert!(config_error(&[("CONCURRENCY", "automatic")]).contains("not a whole number"));
+        let concurrency = |value| config(&[("CONCURRENCY", value)]).unwrap().concurrency;
+        assert_eq!(concurrency("auto"), Concurrency::Auto);
+        assert_eq!(concurrency(" Auto "), Concurrency::Auto);
+        assert_eq!(concurrency("256"), Concurrency::Fixed(256));
+        assert_eq!(Concurrency::Auto.most(), 256);
         assert!(config_error(&[("MAX_RESPONSE_BYTES", "ten")]).contains("not a whole number"));
     }
 }
