@@ -60,12 +60,11 @@ pub enum Attempt {
 }
 
 /// The caller's hold on each attempt of a request: it may make an attempt
-/// wait for a free slot, hears how each ended, and waits out the backoff
-/// between them, any of which it may cut short with an error.
+/// wait for a free slot, or refuse it with an error, and hears how each
+/// ended.
 pub trait Attempts {
     fn start(&self) -> Result<(), Error>;
     fn end(&self, attempt: Attempt);
-    fn pause(&self, delay: Duration) -> Result<(), Error>;
 }
 
 /// What a failed attempt means for the request.
@@ -216,7 +215,7 @@ impl Client {
                 Seconds(delay)
             );
             self.retries.fetch_add(1, Ordering::Relaxed);
-            attempts.pause(delay)?;
+            std::thread::sleep(delay);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(unreachable());

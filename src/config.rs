@@ -392,7 +392,7 @@ fn concurrency(text: &str) -> Result<Concurrency, Error> {
     }
     match parse_count(text, MAX_CONCURRENCY) {
         Ok(n) => Ok(Concurrency::Fixed(n)),
-        Err(problem) => Err(Error::config("CONCURRENCY", format!("{problem} (or auto)"))),
+        Err(problem) => Err(Error::config("CONCURRENCY", problem + " (or auto)")),
     }
 }
 

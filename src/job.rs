@@ -6,11 +6,11 @@
 //! HTTP. With `CONCURRENCY=1` there are none: the main thread sends too.
 //! Otherwise request threads start as they are needed, up to the
 //! concurrency limit (`limit`: fixed, or learnt with `auto`), and each
-//! attempt takes a slot under it. At most twice the limit in batches are in
-//! flight or waiting to be written, so memory stays flat however long the
-//! input is, and their buffers go round again: after the first few batches
-//! the job allocates almost nothing. On the first error no attempt starts
-//! and no backoff goes on; `run` returns once the attempts in flight end,
+//! attempt takes a slot under it. At most twice the limit in batches (four
+//! times with `auto`) are in flight or waiting to be written, so memory
+//! stays flat however long the input is, and their buffers go round again: after the first few batches
+//! the job allocates almost nothing. On the first error no attempt starts;
+//! `run` returns once the attempts in flight (and backoffs under way) end,
 //! and no thread outlives it.
 
 use std::cell::Cell;
@@ -201,13 +201,17 @@ impl Senders<'_, '_> {
 
     /// How many batches may be read ahead of the last one written: twice
     /// the limit, so that each request thread has the next at hand and a
-    /// slow batch holds up the output less; one when sending inline, so that
+    /// slow batch holds up the output less; four times with `auto`, whose
+    /// probes meet a 429 now and then on purpose, and the refused batch
+    /// waits out a backoff of a few rounds. One when sending inline, so that
     /// nothing more is sent after a batch has failed.
     fn window(&self) -> u64 {
-        match self {
-            Senders::Inline { .. } => 1,
-            Senders::Threads(crew) => 2 * crew.pool.lock().limiter.limit() as u64,
-        }
+        let Senders::Threads(crew) = self else {
+            return 1;
+        };
+        let state = crew.pool.lock();
+        let rounds = if state.limiter.adapts() { 4 } else { 2 };
+        (rounds * state.limiter.limit()) as u64
     }
 
     /// The next batch answered, in the order they were answered; None when
@@ -234,8 +238,7 @@ impl Senders<'_, '_> {
     }
 }
 
-/// The inline sender's attempts: no slot to wait for, and a plain sleep
-/// between them.
+/// The inline sender's attempts: no slot to wait for.
 struct Unlimited;
 
 impl Attempts for Unlimited {
@@ -244,11 +247,6 @@ impl Attempts for Unlimited {
     }
 
     fn end(&self, _: Attempt) {}
-
-    fn pause(&self, delay: Duration) -> Result<(), Error> {
-        std::thread::sleep(delay);
-        Ok(())
-    }
 }
 
 /// What the main thread and the request threads share: the batches to send
@@ -257,10 +255,8 @@ struct Pool {
     state: Mutex<PoolState>,
     /// Request threads wait here for a batch to send and a slot for it ...
     idle: Condvar,
-    /// ... or for a slot to try their batch again, ...
+    /// ... or for a slot to try their batch again.
     retrying: Condvar,
-    /// ... or out a backoff, which the job's end cuts short.
-    stopping: Condvar,
     /// The main thread waits here for answers.
     answers: Condvar,
 }
@@ -270,16 +266,16 @@ struct PoolState {
     /// Batches read and not yet sent, in order.
     queue: VecDeque<Slot>,
     answered: VecDeque<Answered>,
-    /// Batches waiting for a slot to be tried again. The lowest goes first,
-    /// and before any new batch: the output waits for it.
-    retrying: Vec<u64>,
+    /// Batches waiting for a slot to be tried again: they go before any
+    /// new batch, as the output waits for them.
+    retrying: usize,
     /// Request threads started and not yet ended, and those of them waiting
     /// for a batch.
     threads: usize,
     idle: usize,
     /// No batch will come: idle threads end.
     closed: bool,
-    /// The job failed: no attempt starts and no backoff goes on.
+    /// The job failed: no attempt starts.
     stopped: bool,
     /// A request thread ended without answering its batch.
     lost: bool,
@@ -292,7 +288,7 @@ impl Pool {
                 limiter,
                 queue: VecDeque::new(),
                 answered: VecDeque::new(),
-                retrying: Vec::new(),
+                retrying: 0,
                 threads: 0,
                 idle: 0,
                 closed: false,
@@ -301,7 +297,6 @@ impl Pool {
             }),
             idle: Condvar::new(),
             retrying: Condvar::new(),
-            stopping: Condvar::new(),
             answers: Condvar::new(),
         }
     }
@@ -347,17 +342,16 @@ impl Pool {
         state.closed = true;
         state.stopped |= failed;
         drop(state);
-        for condvar in [&self.idle, &self.retrying, &self.stopping] {
-            condvar.notify_all();
-        }
+        self.idle.notify_all();
+        self.retrying.notify_all();
     }
 
     /// The error a batch cut short by the job's end returns; the job has
     /// its own error by then, so no one reads this one.
     fn stopped() -> Error {
         Error::Io {
-            what: "sending a batch".to_owned(),
-            cause: std::io::Error::other("the job stopped"),
+            what: String::new(),
+            cause: std::io::ErrorKind::Interrupted.into(),
         }
     }
 }
@@ -382,7 +376,7 @@ impl Crew<'_, '_> {
         if free == 0 {
             return;
         }
-        if !state.retrying.is_empty() {
+        if state.retrying > 0 {
             drop(state);
             self.pool.retrying.notify_all();
             return;
@@ -414,7 +408,6 @@ impl Crew<'_, '_> {
         while let Some((slot, ticket)) = self.take() {
             let attempts = Slotted {
                 crew: self,
-                seq: slot.seq,
                 ticket: Cell::new(Some(ticket)),
             };
             let answered = send(self.client, slot, &mut body, self.log_rows, &attempts);
@@ -432,7 +425,7 @@ impl Crew<'_, '_> {
             if state.stopped || state.closed && state.queue.is_empty() {
                 return None;
             }
-            if !state.queue.is_empty() && state.retrying.is_empty() {
+            if !state.queue.is_empty() && state.retrying == 0 {
                 if let Some(ticket) = state.limiter.try_start(Instant::now()) {
                     let slot = state.queue.pop_front()?;
                     self.staff(state);
@@ -445,20 +438,18 @@ impl Crew<'_, '_> {
         }
     }
 
-    /// A slot to try batch `seq` again.
-    fn retry_slot(self, seq: u64) -> Result<Ticket, Error> {
+    /// A slot to try a batch again.
+    fn retry_slot(self) -> Result<Ticket, Error> {
         let pool = self.pool;
         let mut state = pool.lock();
-        state.retrying.push(seq);
+        state.retrying += 1;
         loop {
-            let first = state.retrying.iter().min() == Some(&seq);
             let ticket = match state.stopped {
                 true => None,
-                false if first => state.limiter.try_start(Instant::now()),
-                false => None,
+                false => state.limiter.try_start(Instant::now()),
             };
             if state.stopped || ticket.is_some() {
-                state.retrying.retain(|&s| s != seq);
+                state.retrying -= 1;
                 let Some(ticket) = ticket else {
                     return Err(Pool::stopped());
                 };
@@ -491,10 +482,10 @@ impl Drop for Leaving<'_> {
 }
 
 /// One batch's attempts on a request thread: each holds a slot under the
-/// limit while in flight, and none while the batch waits out a backoff.
+/// limit while in flight, and none while the batch waits out a backoff
+/// (it puts no load on the service then).
 struct Slotted<'scope, 'env> {
     crew: Crew<'scope, 'env>,
-    seq: u64,
     /// The slot of the attempt in flight; the first comes with the batch.
     ticket: Cell<Option<Ticket>>,
 }
@@ -502,7 +493,7 @@ struct Slotted<'scope, 'env> {
 impl Attempts for Slotted<'_, '_> {
     fn start(&self) -> Result<(), Error> {
         if self.ticket.get().is_none() {
-            self.ticket.set(Some(self.crew.retry_slot(self.seq)?));
+            self.ticket.set(Some(self.crew.retry_slot()?));
         }
         Ok(())
     }
@@ -510,25 +501,6 @@ impl Attempts for Slotted<'_, '_> {
     fn end(&self, attempt: Attempt) {
         if let Some(ticket) = self.ticket.take() {
             self.crew.end(ticket, attempt);
-        }
-    }
-
-    fn pause(&self, delay: Duration) -> Result<(), Error> {
-        let pool = self.crew.pool;
-        let until = Instant::now() + delay;
-        let mut state = pool.lock();
-        loop {
-            if state.stopped {
-                return Err(Pool::stopped());
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            state = match pool.stopping.wait_timeout(state, left) {
-                Ok((state, _)) => state,
-                Err(e) => e.into_inner().0,
-            };
         }
     }
 }
@@ -591,25 +563,21 @@ impl Progress {
         due
     }
 
-    /// Logs what is done so far. `limits` (with `CONCURRENCY=auto`) are
-    /// the concurrency limit now, and the lowest and highest so far: the
-    /// progress line shows the first, the last line all three.
+    /// Logs what is done so far, with (for `CONCURRENCY=auto`) the
+    /// concurrency limit now and the lowest and highest so far.
     fn report(&self, what: &str, retries: u64, limits: Option<(usize, usize, usize)>) {
         let elapsed = self.started.elapsed();
         let total = self.total.map_or("?".to_owned(), |t| t.to_string());
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let rate = self.done.saturating_mul(1000) / millis.max(1);
-        let limits = match limits {
-            None => String::new(),
-            Some((now, _, _)) if what == "Progress" => format!(", concurrency limit {now}"),
-            Some((now, lowest, highest)) => {
-                format!(", concurrency limit {lowest} to {highest} ({now} at the end)")
-            }
-        };
-        log::info!(
-            "{what}: {}/{total} rows in {} ({rate} rows/s), {retries} retries{limits}",
+        let mut line = format!(
+            "{}/{total} rows in {} ({rate} rows/s), {retries} retries",
             self.done,
             Seconds(elapsed)
         );
+        if let Some((now, lowest, highest)) = limits {
+            line += &format!(", concurrency limit {now} (from {lowest} to {highest})");
+        }
+        log::info!("{what}: {line}");
     }
 }

@@ -88,18 +88,6 @@ struct Remeasure {
     answers: u32,
 }
 
-/// Why the limit changed, for the DEBUG line.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Why {
-    SlowStart,
-    Increase,
-    Overload,
-    Timeout,
-    Latency,
-    Remeasure,
-    Remeasured,
-}
-
 impl Limiter {
     pub fn fixed(limit: usize) -> Limiter {
         Limiter::new(limit.clamp(1, MOST), false, Instant::now())
@@ -169,83 +157,63 @@ impl Limiter {
             return;
         }
         let before = self.limit();
-        let why = match attempt {
+        match attempt {
             Attempt::Answered => {
                 self.answered(ticket, now.saturating_duration_since(ticket.started), now)
             }
-            Attempt::Overloaded => self.overloaded(ticket, now, OVERLOAD_CUT, Why::Overload),
-            Attempt::TimedOut => self.overloaded(ticket, now, TIMEOUT_CUT, Why::Timeout),
-            Attempt::Failed => None,
-        };
+            Attempt::Overloaded => self.overloaded(ticket, now, OVERLOAD_CUT),
+            Attempt::TimedOut => self.overloaded(ticket, now, TIMEOUT_CUT),
+            Attempt::Failed => {}
+        }
         let after = self.limit();
         if after != before {
             self.lowest = self.lowest.min(after);
             self.highest = self.highest.max(after);
-            let why = match why {
-                Some(Why::SlowStart) => "slow start",
-                Some(Why::Increase) => "additive increase",
-                Some(Why::Overload) => "the service answered 429 or 503",
-                Some(Why::Timeout) => "a request timed out",
-                Some(Why::Latency) => "latency rose without throughput",
-                Some(Why::Remeasure) => "measuring the unloaded latency again",
-                Some(Why::Remeasured) | None => "unloaded latency measured",
-            };
-            let unloaded = self.unloaded.unwrap_or_default().as_millis() as u64;
-            log::debug!(
-                "Concurrency limit {before} -> {after}: {why} ({} in flight, unloaded latency {unloaded} ms)",
-                self.in_flight
-            );
+            log::debug!("Concurrency limit {before} -> {after}");
         }
     }
 
-    fn answered(&mut self, ticket: Ticket, latency: Duration, now: Instant) -> Option<Why> {
+    fn answered(&mut self, ticket: Ticket, latency: Duration, now: Instant) {
         let unloaded = self.unloaded.map_or(latency, |u| u.min(latency));
         self.unloaded = Some(unloaded);
         if let Some(r) = &mut self.remeasure {
-            if ticket.started < r.started {
-                return None;
+            if ticket.started >= r.started {
+                r.shortest = Some(r.shortest.map_or(latency, |s| s.min(latency)));
+                r.answers += 1;
+                if r.answers as f64 >= self.limit {
+                    self.unloaded = r.shortest;
+                    self.limit = r.restore;
+                    self.remeasure = None;
+                    self.remeasure_at = now + REMEASURE_EVERY;
+                    self.new_round(now);
+                }
             }
-            r.shortest = Some(r.shortest.map_or(latency, |s| s.min(latency)));
-            r.answers += 1;
-            if (r.answers as f64) < self.limit {
-                return None;
-            }
-            self.unloaded = r.shortest;
-            self.limit = r.restore;
-            self.remeasure = None;
-            self.remeasure_at = now + REMEASURE_EVERY;
-            self.new_round(now);
-            return Some(Why::Remeasured);
+            return;
         }
         self.round_total += latency;
         self.round_answers += 1;
-        let mut why = None;
-        let ratio = ratio(latency, unloaded);
-        // Only a limit that was reached has been tried: without it, a job
-        // that cannot fill its slots would raise the limit untested.
-        // In slow start the slots fill in a burst each round, so an answer
-        // from the lower half of them counts too.
+        // Only a limit that was reached has been tried: without this, a job
+        // that cannot fill its slots would raise the limit untested. In slow
+        // start the slots fill in a burst each round, so an answer from the
+        // upper half of them counts.
         let reached = match self.slow_start {
             true => 2 * ticket.in_flight >= self.limit(),
             false => ticket.in_flight + 1 >= self.limit(),
         };
-        if ratio >= GROW_BELOW {
+        if ratio(latency, unloaded) >= GROW_BELOW {
             // Waiting has begun: from here the limit grows by one a round.
             self.slow_start = false;
         } else if reached {
             let step = if self.slow_start {
-                why = Some(Why::SlowStart);
                 1.0
             } else {
-                why = Some(Why::Increase);
                 1.0 / self.limit
             };
             self.grow(step, now);
         }
         if ticket.started >= self.round_started {
-            why = self.end_round(now).or(why);
+            self.end_round(now);
         }
-        why
     }
 
     fn grow(&mut self, step: f64, now: Instant) {
@@ -263,19 +231,19 @@ impl Limiter {
         self.limit = next;
     }
 
-    fn end_round(&mut self, now: Instant) -> Option<Why> {
-        let answers = self.round_answers.max(1);
-        let mean = self.round_total / answers;
+    fn end_round(&mut self, now: Instant) {
+        let mean = self.round_total / self.round_answers.max(1);
         self.round_latency = mean;
         let ratio = ratio(mean, self.unloaded.unwrap_or(mean));
-        let mut why = None;
         if ratio >= CUT_AT {
             // Cut in proportion, so that the next round's latency comes
             // back under the growth threshold, but by a tenth at least.
             let cut = (GROW_BELOW / ratio).clamp(0.5, OVERLOAD_CUT);
             self.congested(self.limit, self.limit * cut, now);
-            why = Some(Why::Latency);
-        } else if !self.slow_start && now >= self.remeasure_at {
+        }
+        // Also when latency stays high at any limit: the service may have
+        // become slower for everyone, which only a new measure tells.
+        if !self.slow_start && now >= self.remeasure_at {
             self.remeasure = Some(Remeasure {
                 started: now,
                 restore: self.limit,
@@ -283,10 +251,8 @@ impl Limiter {
                 answers: 0,
             });
             self.limit = (self.limit / 2.0).max(1.0);
-            why = Some(Why::Remeasure);
         }
         self.new_round(now);
-        why
     }
 
     fn new_round(&mut self, now: Instant) {
@@ -295,18 +261,18 @@ impl Limiter {
         self.round_answers = 0;
     }
 
-    fn overloaded(&mut self, ticket: Ticket, now: Instant, cut: f64, why: Why) -> Option<Why> {
+    fn overloaded(&mut self, ticket: Ticket, now: Instant, cut: f64) {
         if let Some(r) = self.remeasure.take() {
             self.limit = r.restore;
             self.remeasure_at = now + REMEASURE_EVERY;
         }
-        let at = ticket.in_flight as f64;
-        // Started under a higher limit than now: already answered by a cut.
+        // Started under a higher limit than now's: a cut answered it already.
         if ticket.in_flight > self.limit() {
-            return None;
+            return;
         }
         // The first overload in a round marks the service's capacity: one
         // under what was in flight. More in the same round mean it shrank.
+        let at = ticket.in_flight as f64;
         let to = match self.overloaded_at {
             Some(last) if now.saturating_duration_since(last) < self.round_latency => {
                 (self.limit * cut).min(at - 1.0)
@@ -317,7 +283,6 @@ impl Limiter {
         self.overloaded_at = Some(now);
         self.congested(at, to, now);
         self.new_round(now);
-        Some(why)
     }
 
     /// Congestion met at `at` requests in flight: the limit comes down to
@@ -372,6 +337,17 @@ mod tests {
         slots: usize,
         latency: Duration,
         past: Past,
+        /// From this time on, these slots and this latency.
+        change: Option<(Duration, usize, Duration)>,
+    }
+
+    impl Service {
+        fn at(self, now: Duration) -> (usize, Duration) {
+            match self.change {
+                Some((from, slots, latency)) if now >= from => (slots, latency),
+                _ => (self.slots, self.latency),
+            }
+        }
     }
 
     /// What a simulated job saw.
@@ -387,10 +363,14 @@ mod tests {
     /// The round trip on loopback, added to every answer; a refusal takes
     /// no more.
     const WIRE: Duration = Duration::from_micros(300);
-    const WINDOW: usize = 4;
+
+    /// `job.rs`'s read-ahead.
+    fn window(limiter: &Limiter) -> usize {
+        limiter.limit() * if limiter.adapts() { 4 } else { 2 }
+    }
 
     /// The job of `job.rs` against `service`, on a simulated clock: `batches`
-    /// batches read ahead by twice the limit, each attempt taking a slot of
+    /// batches read ahead as the job does, each attempt taking a slot of
     /// `limiter`, a refused batch sleeping in the client's backoff without
     /// its slot and coming first when it tries again, replies written in
     /// order.
@@ -418,20 +398,15 @@ mod tests {
         let mut random = 0x2545_f491_4f6c_dd1du64;
         let mut now = Duration::ZERO;
         loop {
-            while next_to_send < batches && next_to_send - next_to_write < WINDOW * limiter.limit()
-            {
+            while next_to_send < batches && next_to_send - next_to_write < window(&limiter) {
                 ready.push_back(next_to_send);
                 next_to_send += 1;
             }
-            loop {
-                let Some(seq) = retries.first().copied().or(ready.front().copied()) else {
-                    break;
-                };
+            while let Some(seq) = retries.first().copied().or(ready.front().copied()) {
                 let Some(ticket) = limiter.try_start(t0 + now) else {
                     break;
                 };
-                if retries.remove(&seq) {
-                } else {
+                if !retries.remove(&seq) {
                     ready.pop_front();
                 }
                 tickets[seq] = Some(ticket);
@@ -439,23 +414,24 @@ mod tests {
                 requests += 1;
                 peak = peak.max(limiter.in_flight());
                 busy.retain(|&end| end > now);
+                let (slots, latency) = service.at(now);
                 // Services vary a little: 1% either way.
                 random ^= random << 13;
                 random ^= random >> 7;
                 random ^= random << 17;
-                let latency = service.latency * (990 + (random % 21) as u32) / 1000;
+                let latency = latency * (990 + (random % 21) as u32) / 1000;
                 let end = match service.past {
-                    Past::Refuses if busy.len() >= service.slots => None,
+                    Past::Refuses if busy.len() >= slots => None,
                     Past::Refuses => Some(now + latency),
                     Past::Queues => {
                         // First come, first served: this one starts when
                         // the slot that frees first is free.
                         let mut ends = busy.clone();
                         ends.sort();
-                        let start = if ends.len() < service.slots {
+                        let start = if ends.len() < slots {
                             now
                         } else {
-                            ends[ends.len() - service.slots]
+                            ends[ends.len() - slots]
                         };
                         Some(start + latency)
                     }
@@ -475,20 +451,6 @@ mod tests {
             let Some(Reverse((at, _, event))) = events.pop() else {
                 break;
             };
-            if std::env::var_os("SIM_TRACE").is_some()
-                && (at.as_millis() / 50) != (now.as_millis() / 50)
-            {
-                eprintln!(
-                    "t={:?} limit={} in_flight={} written={} ceiling={:?} hold_until={:?} ss={}",
-                    at,
-                    limiter.limit(),
-                    limiter.in_flight(),
-                    next_to_write,
-                    limiter.ceiling,
-                    limiter.hold_until.saturating_duration_since(t0),
-                    limiter.slow_start
-                );
-            }
             now = at;
             match event {
                 Event::Ended(seq, answered) => {
@@ -560,6 +522,7 @@ mod tests {
             slots,
             latency: Duration::from_millis(millis),
             past,
+            change: None,
         }
     }
 
@@ -580,6 +543,7 @@ mod tests {
     fn a_service_that_refuses_past_64_slots() {
         let (run, _, best) = auto(service(64, 20, Past::Refuses), 10_000);
         assert!(within(&run, &best, 0.15), "{run:?} against {best:?}");
+        assert!(run.range.1 >= 64, "{run:?}");
         assert!(run.refused * 20 <= run.requests, "{run:?}");
     }
 
@@ -598,5 +562,34 @@ mod tests {
             let one = simulate(Limiter::fixed(1), service(1, 50, past), 100, Instant::now());
             assert!(within(&run, &one, 0.15), "{run:?} against {one:?}");
         }
+    }
+
+    #[test]
+    fn a_long_run_against_a_queueing_service_does_not_creep_up() {
+        // Long enough to measure the unloaded latency again twice.
+        let (run, _, best) = auto(service(4, 40, Past::Queues), 3000);
+        assert!(within(&run, &best, 0.15), "{run:?} against {best:?}");
+        assert!(run.peak_in_flight <= 3 * 4, "{run:?}");
+    }
+
+    #[test]
+    fn a_service_that_becomes_slower_for_good_is_not_starved() {
+        // Three times slower after 5 s: the unloaded latency measured before
+        // must not keep the limit at 1 for longer than until the next
+        // measure.
+        let mut slower = service(8, 20, Past::Queues);
+        slower.change = Some((Duration::from_secs(5), 8, Duration::from_millis(60)));
+        let (run, _, best) = auto(slower, 6000);
+        assert!(within(&run, &best, 0.25), "{run:?} against {best:?}");
+        assert!(run.peak_in_flight <= 3 * 8, "{run:?}");
+    }
+
+    #[test]
+    fn a_service_whose_capacity_shrinks_is_followed_down() {
+        let mut shrinking = service(64, 20, Past::Refuses);
+        shrinking.change = Some((Duration::from_secs(1), 16, Duration::from_millis(20)));
+        let (run, _, best) = auto(shrinking, 6000);
+        assert!(within(&run, &best, 0.25), "{run:?} against {best:?}");
+        assert!(run.refused * 20 <= run.requests, "{run:?}");
     }
 }
