@@ -139,8 +139,9 @@ fn the_batch_spec_reads_and_writes_the_mounted_stage() {
     for var in ["BATCH_SIZE", "CONCURRENCY"] {
         if let Some(v) = at(containers(&spec)[0], &["env", var]) {
             assert!(
-                string(v).is_some_and(|s| s.parse::<u32>().is_ok()
-                    || var == "CONCURRENCY" && s == "auto"),
+                string(v).is_some_and(
+                    |s| s.parse::<u32>().is_ok() || var == "CONCURRENCY" && s == "auto"
+                ),
                 "{var}"
             );
         }
