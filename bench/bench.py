@@ -13,7 +13,7 @@ every figure, writes bench/.cache/logs/measurements.json and prints the report
   goals          print the goals, as scripts/bench --help shows them
 
 Sections (scripts/bench --only): sizes (always), startup, cold, batch,
-instructions, peers. Exit status: 0; 1 when a measurement fails (one line
+instructions, peers, concurrency. Exit status: 0; 1 when a measurement fails (one line
 says which, with its log) or, with --check, when a size or instruction goal
 is missed; 2 on a bad command line.
 """
@@ -66,6 +66,7 @@ PEAK_RSS_RUNS = 5
 INSTRUCTION_ROWS = 100000  # the rows of the callgrind run
 # The hostile-server rows: the stall case fills CONCURRENCY connections with
 # a few rows to spare; the closing cases send one row per request.
+CONCURRENCY_RUNS = 2  # runs of each setting in the concurrency section
 STALL = {"rows": 256, "concurrency": 64, "request_timeout": "2s", "runs": 3}
 CLOSING = {"rows": 200, "runs": 5}
 JOB_TIMEOUT_S = 300  # a job run that takes longer is killed, and fails the bench
@@ -87,6 +88,22 @@ def echo_port(log_text):
     """The port of examples/echo_service.rs's `listening on` line, or None."""
     match = re.search(r"^echo_service listening on 127\.0\.0\.1:(\d+)$", log_text, re.M)
     return int(match.group(1)) if match else None
+
+
+def echo_stats(text):
+    """(requests, refused, peak in flight) from examples/echo_service.rs's
+    GET /stats."""
+    try:
+        stats = json.loads(text)
+        return int(stats["requests"]), int(stats["refused"]), int(stats["peak_in_flight"])
+    except (ValueError, KeyError, TypeError):
+        raise Failure(f"the echo service's /stats is not what it should be: {text[:200]!r}") from None
+
+
+def limit_range(stdout_text):
+    """'1 to 11' from the job's last line with CONCURRENCY=auto, or None."""
+    found = re.findall(r"\] Done: .*, concurrency limit \d+ \(from (\d+) to (\d+)\)$", stdout_text, re.M)
+    return f"{found[-1][0]} to {found[-1][1]}" if found else None
 
 
 def said_hello(subject, stdout_text):
@@ -328,10 +345,10 @@ def background(name, argv, logs, env=None):
 
 
 @contextlib.contextmanager
-def echo_service(echo_bin, logs):
-    env = dict(os.environ, SERVER_HOST="127.0.0.1", SERVER_PORT="0", CHARACTER_NAME="Bob")
-    with background("echo-service", [echo_bin], logs, env) as process:
-        log = logs.path("echo-service")
+def echo_service(echo_bin, logs, name="echo-service", **settings):
+    env = dict(os.environ, SERVER_HOST="127.0.0.1", SERVER_PORT="0", CHARACTER_NAME="Bob", **settings)
+    with background(name, [echo_bin], logs, env) as process:
+        log = logs.path(name)
         port = wait_until(lambda: echo_port(read_text(log)), process, 5, "the echo service", log)
         yield f"http://127.0.0.1:{port}/echo"
 
@@ -493,6 +510,8 @@ class Measurement:
                     os.environ.pop("SERVICE_URL", None)
         if self.has("peers"):
             self.peers()
+        if self.has("concurrency"):
+            self.concurrency()
         self.meta()
         return self.raw
 
@@ -755,6 +774,70 @@ class Measurement:
                 job(close, "close", closing_rows, CLOSING["rows"], CONCURRENCY="1")
                 job(header, "close_header", closing_rows, CLOSING["rows"], CONCURRENCY="1")
 
+    def concurrency(self):
+        """The release binary under fixed settings and auto, against
+        examples/echo_service.rs serving a few requests at once."""
+        binary = self.binary["ours"]
+        output = os.path.join(self.work, "concurrency.jsonl")
+        expected = os.path.join(self.work, "concurrency-expected.jsonl")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for case in report.CONCURRENCY_CASES:
+            name, rows = case["case"], case["batches"] * report.CONCURRENCY_ROWS
+            settings = [*map(str, case["fixed"]), "auto"]
+            say(
+                f"concurrency: {report.concurrency_service(case)}; {rows} rows, CONCURRENCY="
+                f"{', '.join(settings)}, {CONCURRENCY_RUNS} runs each"
+            )
+            rows_file = os.path.join(self.work, f"concurrency-{name}.txt")
+            with open(rows_file, "w", encoding="utf-8") as file:
+                file.writelines(f"row {i}\n" for i in range(rows))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(expected)
+            service = dict(
+                ECHO_SLOTS=str(case["slots"]), ECHO_LATENCY_MS=str(case["latency_ms"]), ECHO_OVERFLOW=case["overflow"]
+            )
+            with echo_service(self.args.echo, self.logs, f"echo-{name}", **service) as url:
+                stats_url = url.replace("/echo", "/stats")
+                for _ in range(CONCURRENCY_RUNS):
+                    for setting in settings:
+                        opener.open(urllib.request.Request(stats_url, method="DELETE"), timeout=5).close()
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(output)
+                        env = dict(
+                            os.environ,
+                            SERVICE_URL=url,
+                            INPUT_FILE=rows_file,
+                            OUTPUT_FILE=output,
+                            BATCH_SIZE=str(report.CONCURRENCY_ROWS),
+                            CONCURRENCY=setting,
+                        )
+                        log_path = self.logs.path(f"concurrency-{name}")
+                        with open(log_path, "a", encoding="utf-8") as log:
+                            log.write(f"--- CONCURRENCY={setting}\n")
+                        stdout_path = os.path.join(self.work, "concurrency.log")
+                        with open(stdout_path, "w", encoding="utf-8") as out, open(log_path, "a", encoding="utf-8") as log:
+                            result = rusage.timed([binary], env, out.fileno(), log.fileno(), JOB_TIMEOUT_S)
+                        text = read_text(stdout_path)
+                        with open(log_path, "a", encoding="utf-8") as log:
+                            log.write(text)
+                        if result.exit != 0:
+                            raise Failure(f"CONCURRENCY={setting} failed against {name} (exit {result.exit}; see {log_path})")
+                        if count_lines(output) != rows:
+                            raise Failure(f"CONCURRENCY={setting} wrote {count_lines(output)} lines for {rows} rows")
+                        if not os.path.exists(expected):
+                            os.replace(output, expected)
+                        elif not filecmp.cmp(expected, output, shallow=False):
+                            raise Failure(f"CONCURRENCY={setting}'s output against {name} differs from the first run's")
+                        with opener.open(stats_url, timeout=5) as answer:
+                            requests, refused, peak = echo_stats(answer.read().decode("utf-8", "replace"))
+                        prefix = f"concurrency.{name}.{setting}"
+                        self.rec(f"{prefix}.wall_s", result.wall)
+                        self.rec(f"{prefix}.requests", requests)
+                        self.rec(f"{prefix}.refused", refused)
+                        self.rec(f"{prefix}.peak_in_flight", peak)
+                        if setting == "auto":
+                            self.rec(f"{prefix}.limits", limit_range(text) or "?")
+
     def meta(self):
         r = self.rec
         r("sections", " ".join(self.sections))
@@ -820,7 +903,10 @@ def goals_text():
         f"peak RSS of one row <= {g['peak_rss_kib_max']} KiB; peak RSS against a server declaring 10 MiB at "
         f"CONCURRENCY=64 <= {g['hostile_peak_rss_kib_max']} KiB;\n"
         f"a server closing after each reply: exit 0 within {g['close_vs_close_header_time_max']}x the time of "
-        "one sending Connection: close."
+        "one sending Connection: close;\n"
+        "CONCURRENCY=auto within 15% of the best fixed setting's wall time (50% on sub-second runs) with at most "
+        "5% 429s against services\nthat refuse past their slots, within 15% and at most 3x the slots in flight "
+        "against one that queues, and within 15% of CONCURRENCY=1 against one slot."
     )
 
 

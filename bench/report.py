@@ -22,6 +22,11 @@ lists: each key holds one value, or one sample per run. Keys:
   CASE.rows, CASE.concurrency, CASE.request_timeout    (peers: stall,
   CASE.exit, .wall_s, .peak_rss_kib, .requests, .connections,
   .stalled_at_once         samples                     close, close_header)
+  concurrency.CASE.SETTING.wall_s, .requests, .refused, .peak_in_flight
+                           samples, one per run        (concurrency: CASE of
+                           CONCURRENCY_CASES, SETTING a number or auto)
+  concurrency.CASE.auto.limits
+                           samples: the limit's range in the job's last line
   the rest                 text for the report (versions, machine, counts)
 
 The goals are those of the project's goals table (README, Goals); the size
@@ -31,7 +36,7 @@ they do not depend on machine noise.
 
 import math
 
-SECTIONS = ("sizes", "startup", "cold", "batch", "instructions", "peers")
+SECTIONS = ("sizes", "startup", "cold", "batch", "instructions", "peers", "concurrency")
 
 NAMES = {
     "ours": "ours",
@@ -74,6 +79,34 @@ JSON_KEYS = (
 ).split()
 
 PEER_CASES = ("stall", "close", "close_header")
+
+# The services of the concurrency section: examples/echo_service.rs serving
+# `slots` requests at once, `latency_ms` each, and past that answering 429
+# at once (refuse) or queueing (queue); `batches` batches of CONCURRENCY_ROWS
+# rows each, under each fixed setting and under auto. The goal for auto:
+# within `slower_max` of the best fixed setting's wall time (or of
+# CONCURRENCY=1's, with `versus_one`), 429s at most `refused_max` of the
+# requests, and at most `peak_per_slot_max` times the slots in flight.
+CONCURRENCY_ROWS = 10
+CONCURRENCY_CASES = (
+    {"case": "refuse8", "slots": 8, "latency_ms": 40, "overflow": "refuse", "batches": 800, "fixed": (4, 8),
+     "slower_max": 0.15, "refused_max": 0.05},
+    {"case": "refuse8_short", "slots": 8, "latency_ms": 40, "overflow": "refuse", "batches": 150, "fixed": (8, 16),
+     "slower_max": 0.5, "refused_max": 0.05},
+    {"case": "refuse64", "slots": 64, "latency_ms": 20, "overflow": "refuse", "batches": 8000, "fixed": (32, 64),
+     "slower_max": 0.15, "refused_max": 0.05},
+    {"case": "queue4", "slots": 4, "latency_ms": 40, "overflow": "queue", "batches": 400, "fixed": (4, 8, 16),
+     "slower_max": 0.15, "peak_per_slot_max": 3},
+    {"case": "one_slot", "slots": 1, "latency_ms": 50, "overflow": "refuse", "batches": 40, "fixed": (1, 2),
+     "slower_max": 0.15, "versus_one": True},
+)
+
+
+def concurrency_service(case):
+    """'8 at once, 429 past that, 40 ms a batch' for a case of
+    CONCURRENCY_CASES."""
+    past = "429 past that" if case["overflow"] == "refuse" else "queues the rest"
+    return f"{case['slots']} at once, {past}, {case['latency_ms']} ms a batch"
 
 PROJECTION_BYTES_PER_SECOND = 50_000_000  # for the pull projection
 
@@ -229,6 +262,9 @@ class Bench:
             self._instructions()
         if self.has("peers"):
             self._peers()
+        self.concurrency = {}
+        if self.has("concurrency"):
+            self._concurrency()
 
     def has(self, section):
         return section in self.sections
@@ -308,6 +344,66 @@ class Bench:
                 p["declared_bytes"] = int(r.number("stall.declared_bytes"))
                 p["request_timeout"] = r.text("stall.request_timeout")
             self.peers[case] = p
+
+    def _concurrency(self):
+        r = self.raw
+        for case in CONCURRENCY_CASES:
+            name = case["case"]
+            settings = {}
+            for setting in [*map(str, case["fixed"]), "auto"]:
+                prefix = f"concurrency.{name}.{setting}"
+                walls = r.samples(f"{prefix}.wall_s")
+                f = {"runs": len(walls)}
+                f["wall_mean_s"], f["wall_stddev_s"] = mean_sd(walls)
+                for key in ("requests", "refused", "peak_in_flight"):
+                    values = [int(v) for v in r.samples(f"{prefix}.{key}")]
+                    if len(values) != len(walls):
+                        raise BadInput(f"{prefix} has unequal numbers of samples")
+                    f[key] = values
+                f["refused_share"] = sum(f["refused"]) / max(1, sum(f["requests"]))
+                settings[setting] = f
+            auto = settings["auto"]
+            auto["limits"] = r.raw.get(f"concurrency.{name}.auto.limits", [])
+            fixed = {s: f for s, f in settings.items() if s != "auto"}
+            if case.get("versus_one"):
+                if "1" not in fixed:
+                    raise BadInput(f"concurrency.{name} lacks CONCURRENCY=1, its goal's reference")
+                versus = "1"
+            else:
+                versus = min(fixed, key=lambda s: fixed[s]["wall_mean_s"])
+            self.concurrency[name] = {"case": case, "settings": settings, "versus": versus}
+
+    def _concurrency_goals(self, rows):
+        for case in CONCURRENCY_CASES:
+            name = case["case"]
+            reference = "CONCURRENCY=1's" if case.get("versus_one") else "the best fixed CONCURRENCY's"
+            goal = (
+                f"CONCURRENCY=auto, service serving {concurrency_service(case)}, {thousands(case['batches'])} "
+                f"batches: within {case['slower_max'] * 100:g}% of {reference} wall time"
+            )
+            if "refused_max" in case:
+                goal += f", 429s ≤ {case['refused_max'] * 100:g}% of requests"
+            if "peak_per_slot_max" in case:
+                goal += f", ≤ {case['peak_per_slot_max'] * case['slots']} in flight at the peak"
+            c = self.concurrency.get(name)
+            if c is None:
+                rows.append((goal, "—", None))
+                continue
+            auto, best = c["settings"]["auto"], c["settings"][c["versus"]]
+            times = auto["wall_mean_s"] / best["wall_mean_s"]
+            measured = (
+                f"{ratio(auto['wall_mean_s'], best['wall_mean_s'])} the time of CONCURRENCY={c['versus']} "
+                f"({secs(auto['wall_mean_s'])} vs {secs(best['wall_mean_s'])})"
+            )
+            met = times <= 1 + case["slower_max"]
+            if "refused_max" in case:
+                measured += f", 429s {auto['refused_share'] * 100:.1f}%"
+                met = met and auto["refused_share"] <= case["refused_max"]
+            if "peak_per_slot_max" in case:
+                peak = max(auto["peak_in_flight"])
+                measured += f", peak {peak}"
+                met = met and peak <= case["peak_per_slot_max"] * case["slots"]
+            rows.append((goal, measured, met))
 
     # --- goals and budgets -----------------------------------------------------
 
@@ -406,6 +502,7 @@ class Bench:
                     None,
                 )
             )
+        self._concurrency_goals(rows)
         return rows
 
     def _close_verdict(self, close, header):
@@ -527,6 +624,8 @@ class Bench:
             self._instructions_section(put)
         if self.has("peers"):
             self._peers_section(put)
+        if self.has("concurrency"):
+            self._concurrency_section(put)
         put("")
         put("### Goals")
         put("")
@@ -678,6 +777,41 @@ class Bench:
             "server then closes must not cost the next request."
         )
 
+    def _concurrency_section(self, put):
+        put("")
+        put("### Concurrency: fixed settings and auto")
+        put("")
+        put("| service (examples/echo_service.rs) | CONCURRENCY | wall time, mean ± σ | requests | 429s | peak in flight |")
+        put("|---|---|---:|---:|---:|---:|")
+        runs = 0
+        for case in CONCURRENCY_CASES:
+            c = self.concurrency[case["case"]]
+            first = True
+            for setting, f in c["settings"].items():
+                runs = max(runs, f["runs"])
+                service = f"{concurrency_service(case)}; {thousands(case['batches'])} batches" if first else ""
+                first = False
+                shown = setting
+                if setting == "auto" and f["limits"]:
+                    shown = f"auto (limit {', '.join(str(v) for v in f['limits'])})"
+                if setting == c["versus"]:
+                    shown = f"**{shown}**"
+                requests = sum(f["requests"]) // f["runs"]
+                refused = sum(f["refused"]) // f["runs"]
+                put(
+                    f"| {service} | {shown} | {secs(f['wall_mean_s'])} ± {secs(f['wall_stddev_s'])} | "
+                    f"{thousands(requests)} | {thousands(refused)} | {max(f['peak_in_flight'])} |"
+                )
+        put("")
+        put(
+            f"The release binary, {CONCURRENCY_ROWS} rows a batch, against examples/echo_service.rs on 127.0.0.1 "
+            "with ECHO_SLOTS, ECHO_LATENCY_MS and ECHO_OVERFLOW; every output byte-identical. In bold, what auto "
+            f"is held to: the best fixed setting of the run, or CONCURRENCY=1 for the one-slot service. {runs} "
+            "runs each, interleaved; requests and 429s per run (a refused batch is retried after the client's "
+            "backoff), peak in flight the largest as the service counted it, queued requests included; auto's "
+            "limit range is the lowest and highest limit of each run, from the job's last line."
+        )
+
     # --- the JSON file ---------------------------------------------------------
 
     def json_document(self):
@@ -709,4 +843,20 @@ class Bench:
                 for s in self.subjects
             },
             "hostile_servers": {case: peer(p) for case, p in self.peers.items()},
+            "concurrency": {
+                name: {
+                    "versus": c["versus"],
+                    "settings": {
+                        s: {
+                            "wall_mean_s": number(f["wall_mean_s"]),
+                            "wall_stddev_s": number(f["wall_stddev_s"]),
+                            "requests": f["requests"],
+                            "refused": f["refused"],
+                            "peak_in_flight": f["peak_in_flight"],
+                        }
+                        for s, f in c["settings"].items()
+                    },
+                }
+                for name, c in self.concurrency.items()
+            },
         }

@@ -18,7 +18,9 @@ from bench import (
     cpu_model,
     debian_mirror,
     echo_port,
+    echo_stats,
     hyperfine_summary,
+    limit_range,
     mounts_under,
     parse_sections,
     push_figures,
@@ -38,6 +40,17 @@ class ReadingTools(unittest.TestCase):
         self.assertIsNone(echo_port(""))
         self.assertIsNone(echo_port("echo_service listening on 0.0.0.0:80\n"))
         self.assertIsNone(echo_port("echo_service listening on 127.0.0.1:"))
+
+    def test_echo_stats_and_limit_range(self):
+        self.assertEqual(echo_stats('{"requests":307,"refused":7,"peak_in_flight":9}'), (307, 7, 9))
+        with self.assertRaises(Failure):
+            echo_stats("not found")
+        done = (
+            "service-to-service [2026-12-06 07:40:17,999] [INFO] Done: 3000/3000 rows in 1.82s (1646 rows/s), "
+            "5 retries, concurrency limit 7 (from 1 to 11)"
+        )
+        self.assertEqual(limit_range(f"{CALLING}\n{done}\n"), "1 to 11")
+        self.assertIsNone(limit_range(done.replace(", concurrency limit 7 (from 1 to 11)", "")))
 
     def test_said_hello(self):
         self.assertTrue(said_hello("ours", f"{CALLING}\n{RECEIVED}\n"))

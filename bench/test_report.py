@@ -4,7 +4,7 @@ python3 -m unittest discover -s bench -p 'test_*.py'"""
 import json
 import unittest
 
-from report import GOALS, BadInput, Bench, exits, kib, mean_sd, mib, ms, ratio, secs, thousands
+from report import CONCURRENCY_CASES, GOALS, BadInput, Bench, exits, kib, mean_sd, mib, ms, ratio, secs, thousands
 
 META = {
     "measured_at": "2026-11-28 23:00 UTC",
@@ -31,7 +31,7 @@ SIZES = {
     "python": (6840645, 124308683, 45726133, 47111490),
 }
 
-ALL = "sizes startup cold batch instructions peers"
+ALL = "sizes startup cold batch instructions peers concurrency"
 
 
 class Fixture:
@@ -110,6 +110,26 @@ class Fixture:
                 self.add("close_header.wall_s", wall)
                 self.add("close_header.requests", 200)
                 self.add("close_header.connections", 200)
+
+        if "concurrency" in chosen:
+            for case in CONCURRENCY_CASES:
+                name, slots, batches = case["case"], case["slots"], case["batches"]
+                # Fixed settings take batches / setting rounds at best; auto
+                # 5% more than the best, with 1% of 429s.
+                best = min(case["fixed"], key=lambda n: abs(n - slots))
+                for setting in [*case["fixed"], "auto"]:
+                    at = slots if setting == "auto" else min(setting, slots)
+                    rounds = batches / at * (1.05 if setting == "auto" else 1)
+                    for run in range(2):
+                        prefix = f"concurrency.{name}.{setting}"
+                        self.add(f"{prefix}.wall_s", rounds * case["latency_ms"] / 1000 + run * 0.01)
+                        refused = batches // 100 if setting == "auto" else 0
+                        self.add(f"{prefix}.requests", batches + refused)
+                        self.add(f"{prefix}.refused", refused)
+                        self.add(f"{prefix}.peak_in_flight", slots + 1 if setting == "auto" else setting)
+                        if setting == "auto":
+                            self.add(f"{prefix}.limits", f"1 to {slots + 3}")
+                del best
 
     def add(self, key, value):
         self.raw.setdefault(key, []).append(value)
@@ -211,7 +231,8 @@ class SizesOnly(unittest.TestCase):
         self.assertNotIn("### Batch", text)
         self.assertNotIn("### Startup", text)
         self.assertNotIn("### Hostile", text)
-        self.assertEqual(len(bench.goals()), 8)
+        self.assertEqual(len(bench.goals()), 8 + len(CONCURRENCY_CASES))
+        self.assertNotIn("### Concurrency", text)
 
     def test_goals_missed(self):
         fixture = Fixture(instructions=170000001)
@@ -305,7 +326,7 @@ class Full(unittest.TestCase):
 
     def test_goals(self):
         goals = goal_rows(self.bench)
-        self.assertEqual(len(goals), 8)
+        self.assertEqual(len(goals), 8 + len(CONCURRENCY_CASES))
         self.assertEqual(
             goals[
                 "Batch client CPU ≥ 12× below the Python requests.Session client and ≥ 5× below the Go client, "
@@ -383,3 +404,49 @@ class OnlySomeSections(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ConcurrencySection(unittest.TestCase):
+    def test_table_and_goals_met(self):
+        bench = Fixture(sections="sizes concurrency").bench()
+        text = bench.report()
+        self.assertIn("### Concurrency: fixed settings and auto", text)
+        self.assertIn(
+            "| 8 at once, 429 past that, 40 ms a batch; 800 batches | 4 | 8.00 s ± 0.01 s | 800 | 0 | 4 |\n", text
+        )
+        self.assertIn("|  | **8** | 4.00 s ± 0.01 s | 800 | 0 | 8 |\n", text)
+        self.assertIn("|  | auto (limit 1 to 11, 1 to 11) | 4.21 s ± 0.01 s | 808 | 8 | 9 |\n", text)
+        goals = goal_rows(bench)
+        goal = (
+            "CONCURRENCY=auto, service serving 8 at once, 429 past that, 40 ms a batch, 800 batches: within 15% "
+            "of the best fixed CONCURRENCY's wall time, 429s ≤ 5% of requests"
+        )
+        self.assertEqual(goals[goal], ("1.05× the time of CONCURRENCY=8 (4.21 s vs 4.00 s), 429s 1.0%", True))
+        goal = (
+            "CONCURRENCY=auto, service serving 4 at once, queues the rest, 40 ms a batch, 400 batches: within 15% "
+            "of the best fixed CONCURRENCY's wall time, ≤ 12 in flight at the peak"
+        )
+        self.assertEqual(goals[goal][1], True)
+        self.assertIn("peak 5", goals[goal][0])
+        goal = (
+            "CONCURRENCY=auto, service serving 1 at once, 429 past that, 50 ms a batch, 40 batches: within 15% "
+            "of CONCURRENCY=1's wall time"
+        )
+        self.assertTrue(goals[goal][0].startswith("1.05× the time of CONCURRENCY=1"), goals[goal])
+        document = bench.json_document()
+        self.assertEqual(document["concurrency"]["refuse64"]["versus"], "64")
+
+    def test_goals_missed(self):
+        fixture = Fixture(sections="sizes concurrency")
+        fixture.replace("concurrency.queue4.auto.peak_in_flight", 13, 9)
+        fixture.replace("concurrency.refuse8.auto.refused", 50, 50)
+        fixture.replace("concurrency.one_slot.auto.wall_s", 2.5, 2.5)
+        met = [met for goal, _, met in fixture.bench().goals() if goal.startswith("CONCURRENCY=auto")]
+        # refuse8, refuse8_short, refuse64, queue4, one_slot
+        self.assertEqual(met, [False, True, True, False, False])
+
+    def test_a_setting_not_measured_is_named(self):
+        fixture = Fixture(sections="sizes concurrency")
+        del fixture.raw["concurrency.refuse64.32.wall_s"]
+        with self.assertRaisesRegex(BadInput, "concurrency.refuse64.32.wall_s"):
+            fixture.bench()

@@ -13,6 +13,17 @@
 //! Environment: `SERVER_HOST` (default `127.0.0.1`), `SERVER_PORT` (default
 //! `8080`; `0` binds an ephemeral port), `CHARACTER_NAME` (default `I`).
 //!
+//! A service of limited capacity, for `scripts/bench`'s concurrency section:
+//! `ECHO_SLOTS=K` serves at most K `POST /echo` at once, each taking
+//! `ECHO_LATENCY_MS` (default 0) before its reply; past K it answers
+//! `429 Too Many Requests` at once (`ECHO_OVERFLOW=refuse`, the default) or
+//! waits for a slot, first come first served (`ECHO_OVERFLOW=queue`).
+//! `ECHO_LATENCY_MS` alone delays every reply without a limit. With either
+//! set, `GET /stats` answers what the service saw since it started or since
+//! the last `DELETE /stats`:
+//! `{"requests":N,"refused":N,"peak_in_flight":N}`, where in flight counts
+//! each `POST /echo` from its head read to its reply, queued ones included.
+//!
 //! HTTP/1.1 with keep-alive and pipelining, `Content-Length` or chunked request
 //! bodies, `Expect: 100-continue`, one thread per connection. Once bound it
 //! prints exactly one line to stderr, `echo_service listening on <addr>`
@@ -26,7 +37,7 @@ use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -58,6 +69,11 @@ fn main() -> ExitCode {
         Err(env::VarError::NotUnicode(_)) => return fail("CHARACTER_NAME is not valid UTF-8"),
     };
 
+    let capacity = match Capacity::from_env() {
+        Ok(capacity) => capacity.map(Arc::new),
+        Err(message) => return fail(&message),
+    };
+
     let listener = match TcpListener::bind((host.as_str(), port)) {
         Ok(listener) => listener,
         Err(err) => return fail(&format!("cannot listen on {host}:{port}: {err}")),
@@ -71,15 +87,118 @@ fn main() -> ExitCode {
         match listener.accept() {
             Ok((stream, _)) => {
                 let name = Arc::clone(&name);
+                let capacity = capacity.clone();
                 // If no thread can be had, dropping the stream closes it.
                 let _ = thread::Builder::new()
                     .name("connection".into())
                     .stack_size(256 * 1024)
-                    .spawn(move || serve(stream, &name));
+                    .spawn(move || serve(stream, &name, capacity.as_deref()));
             }
             // Out of descriptors or memory, or an aborted handshake: go on.
             Err(_) => thread::sleep(Duration::from_millis(10)),
         }
+    }
+}
+
+/// A service that can do only so much at once (`ECHO_SLOTS`,
+/// `ECHO_LATENCY_MS`, `ECHO_OVERFLOW`), and what it saw.
+struct Capacity {
+    /// 0: no limit.
+    slots: u64,
+    latency: Duration,
+    queue: bool,
+    state: Mutex<Seen>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct Seen {
+    requests: u64,
+    refused: u64,
+    in_flight: u64,
+    peak_in_flight: u64,
+    /// Tickets handed out to requests that hold or wait for a slot, and
+    /// those served: ticket t may go once `done + slots > t`.
+    tickets: u64,
+    done: u64,
+}
+
+impl Capacity {
+    fn from_env() -> Result<Option<Capacity>, String> {
+        let number = |key: &str| -> Result<u64, String> {
+            let text = env_or(key, "0")?;
+            text.parse()
+                .map_err(|_| format!("{key} must be a whole number, got {text:?}"))
+        };
+        let slots = number("ECHO_SLOTS")?;
+        let latency = Duration::from_millis(number("ECHO_LATENCY_MS")?);
+        let queue = match env_or("ECHO_OVERFLOW", "refuse")?.as_str() {
+            "refuse" => false,
+            "queue" => true,
+            other => {
+                return Err(format!(
+                    "ECHO_OVERFLOW must be refuse or queue, got {other:?}"
+                ));
+            }
+        };
+        if slots == 0 && latency.is_zero() {
+            return Ok(None);
+        }
+        Ok(Some(Capacity {
+            slots,
+            latency,
+            queue,
+            state: Mutex::new(Seen::default()),
+            freed: Condvar::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds a slot for the request's latency; false when it is refused.
+    fn serve(&self) -> bool {
+        let mut seen = self.lock();
+        seen.requests += 1;
+        seen.in_flight += 1;
+        seen.peak_in_flight = seen.peak_in_flight.max(seen.in_flight);
+        let limited = self.slots > 0;
+        if limited && !self.queue && seen.tickets - seen.done >= self.slots {
+            seen.refused += 1;
+            seen.in_flight -= 1;
+            return false;
+        }
+        let ticket = seen.tickets;
+        seen.tickets += 1;
+        while limited && seen.done + self.slots <= ticket {
+            seen = self.freed.wait(seen).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(seen);
+        thread::sleep(self.latency);
+        let mut seen = self.lock();
+        seen.done += 1;
+        seen.in_flight -= 1;
+        drop(seen);
+        self.freed.notify_all();
+        true
+    }
+
+    fn stats(&self, payload: &mut Vec<u8>) {
+        let seen = self.lock();
+        payload.clear();
+        let _ = write!(
+            payload,
+            "{{\"requests\":{},\"refused\":{},\"peak_in_flight\":{}}}",
+            seen.requests, seen.refused, seen.peak_in_flight
+        );
+    }
+
+    fn reset(&self) {
+        let mut seen = self.lock();
+        seen.requests = 0;
+        seen.refused = 0;
+        seen.peak_in_flight = seen.in_flight;
     }
 }
 
@@ -168,7 +287,7 @@ struct Buffers {
     wire: Vec<u8>,
 }
 
-fn serve(stream: TcpStream, name: &str) {
+fn serve(stream: TcpStream, name: &str, capacity: Option<&Capacity>) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
@@ -189,7 +308,7 @@ fn serve(stream: TcpStream, name: &str) {
                 return;
             }
         };
-        let reply = route(&head, name, &buffers.body, &mut buffers.payload);
+        let reply = route(&head, name, &buffers.body, &mut buffers.payload, capacity);
         let head_only = head.method == "HEAD";
         if write_reply(
             &mut writer,
@@ -221,8 +340,37 @@ fn linger(mut reader: BufReader<TcpStream>, writer: &TcpStream) {
     let _ = io::copy(&mut reader.by_ref().take(1 << 20), &mut io::sink());
 }
 
-fn route(head: &Head, name: &str, body: &[u8], payload: &mut Vec<u8>) -> Reply {
+fn route(
+    head: &Head,
+    name: &str,
+    body: &[u8],
+    payload: &mut Vec<u8>,
+    capacity: Option<&Capacity>,
+) -> Reply {
     let path = head.path.split('?').next().unwrap_or("");
+    match (path, head.method.as_str(), capacity) {
+        ("/echo", "POST", Some(capacity)) if !capacity.serve() => {
+            Reply::text(429, "too many requests at once", payload)
+        }
+        ("/stats", "GET", Some(capacity)) => {
+            capacity.stats(payload);
+            Reply::json()
+        }
+        ("/stats", "DELETE", Some(capacity)) => {
+            capacity.reset();
+            Reply::text(200, "reset", payload)
+        }
+        _ => route_unlimited(head, path, name, body, payload),
+    }
+}
+
+fn route_unlimited(
+    head: &Head,
+    path: &str,
+    name: &str,
+    body: &[u8],
+    payload: &mut Vec<u8>,
+) -> Reply {
     match (path, head.method.as_str()) {
         ("/echo", "POST") => match echo(body, name, payload) {
             Ok(()) => Reply::json(),
@@ -562,6 +710,7 @@ fn write_reply(
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        429 => "Too Many Requests",
         413 => "Content Too Large",
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",

@@ -82,6 +82,30 @@ enum Answer {
     Accepted,
 }
 
+/// How one attempt ended, as far as the load on the service goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Attempt {
+    /// The service answered, whatever the reply.
+    Answered,
+    /// HTTP 429 or 503: the service says it is over capacity.
+    Overloaded,
+    /// The attempt timed out, or a gateway did (HTTP 504).
+    TimedOut,
+    /// Anything else: no answer (refused, reset, DNS), or HTTP 502.
+    Failed,
+    /// A poll of an accepted batch answered: it asks nothing of the service
+    /// but a look, so its time says nothing of the service's load.
+    Polled,
+}
+
+/// The caller's hold on each attempt of a request: it may make an attempt
+/// wait for a free slot, or refuse it with an error, and hears how each
+/// ended.
+pub trait Attempts {
+    fn start(&self) -> Result<(), Error>;
+    fn end(&self, attempt: Attempt);
+}
+
 /// What a failed attempt means for the request.
 enum Verdict {
     /// The connection was closed or reset before the reply began. On a
@@ -90,6 +114,10 @@ enum Verdict {
     SendAgain(String),
     /// Worth another attempt, after a backoff, until the retry deadline.
     RetryLater(String),
+    /// The same, and a sign of too many requests at once: HTTP 429 or 503.
+    Overloaded(String),
+    /// The same, from a timeout (ours, or a gateway's HTTP 504).
+    TimedOut(String),
     GiveUp(Error),
 }
 
@@ -117,8 +145,8 @@ impl Client {
             .user_agent(concat!("service-to-service/", env!("CARGO_PKG_VERSION")))
             .accept("application/json")
             // One idle connection per request thread.
-            .max_idle_connections(config.concurrency)
-            .max_idle_connections_per_host(config.concurrency)
+            .max_idle_connections(config.concurrency.most())
+            .max_idle_connections_per_host(config.concurrency.most())
             // ureq's default buffers are 128 KiB each way per connection.
             // Replies' headers must fit the input buffer, so it is a little
             // larger than the header limit: longer headers get a clear error,
@@ -171,8 +199,15 @@ impl Client {
 
     /// Sends the request `body` for rows with the indices `sent`
     /// (ascending) as one batch, and leaves the checked reply in `reply`:
-    /// a POST and, while the service answers 202, GET polls.
-    pub fn send(&self, body: &[u8], sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
+    /// a POST and, while the service answers 202, GET polls. `attempts`
+    /// holds each attempt, and hears how it ended.
+    pub fn send(
+        &self,
+        body: &[u8],
+        sent: &[u64],
+        reply: &mut Reply,
+        attempts: &dyn Attempts,
+    ) -> Result<(), Error> {
         let batch = self.batch_id(sent);
         let mut headers = self.headers.clone();
         if let Ok(value) = HeaderValue::from_str(&batch) {
@@ -185,7 +220,7 @@ impl Client {
             headers: &headers,
             batch: &batch,
         };
-        if self.exchange(&post, sent, reply)? == Answer::Rows {
+        if self.exchange(&post, sent, reply, attempts)? == Answer::Rows {
             return Ok(());
         }
         headers.remove(CONTENT_TYPE);
@@ -195,7 +230,7 @@ impl Client {
             headers: &headers,
             batch: &batch,
         };
-        self.poll(&poll, sent, reply)
+        self.poll(&poll, sent, reply, attempts)
     }
 
     /// The id of the batch of rows `sent`: the query id, the first row's
@@ -209,7 +244,13 @@ impl Client {
     /// Polls an accepted batch until its rows come, with a growing delay,
     /// for at most ASYNC_TIMEOUT from the first 202. A poll is not a retry:
     /// each has its own RETRY_DEADLINE for failures that pass.
-    fn poll(&self, poll: &Exchange, sent: &[u64], reply: &mut Reply) -> Result<(), Error> {
+    fn poll(
+        &self,
+        poll: &Exchange,
+        sent: &[u64],
+        reply: &mut Reply,
+        attempts: &dyn Attempts,
+    ) -> Result<(), Error> {
         let accepted = Instant::now();
         let give_up = accepted + self.async_timeout;
         let mut delay = FIRST_POLL_DELAY;
@@ -232,7 +273,7 @@ impl Client {
             );
             std::thread::sleep(wait);
             polls += 1;
-            if self.exchange(poll, sent, reply)? == Answer::Rows {
+            if self.exchange(poll, sent, reply, attempts)? == Answer::Rows {
                 return Ok(());
             }
             delay = delay.saturating_mul(2).min(MAX_POLL_DELAY);
@@ -249,6 +290,7 @@ impl Client {
         exchange: &Exchange,
         sent: &[u64],
         reply: &mut Reply,
+        attempts: &dyn Attempts,
     ) -> Result<Answer, Error> {
         let started = Instant::now();
         let deadline = started + self.retry_deadline;
@@ -260,7 +302,16 @@ impl Client {
         let mut attempt = 1;
         let mut sent_again = false;
         loop {
-            let cause = match self.attempt(exchange, sent, reply, &limits) {
+            attempts.start()?;
+            let result = self.attempt(exchange, sent, reply, &limits);
+            attempts.end(match &result {
+                Ok(_) if exchange.method == Method::GET => Attempt::Polled,
+                Ok(_) => Attempt::Answered,
+                Err(Verdict::Overloaded(_)) => Attempt::Overloaded,
+                Err(Verdict::TimedOut(_)) => Attempt::TimedOut,
+                Err(_) => Attempt::Failed,
+            });
+            let cause = match result {
                 Ok(answer) => return Ok(answer),
                 Err(Verdict::GiveUp(error)) => return Err(error),
                 Err(Verdict::SendAgain(cause)) if !sent_again => {
@@ -269,7 +320,12 @@ impl Client {
                     limits.new_connection = true;
                     continue;
                 }
-                Err(Verdict::SendAgain(cause) | Verdict::RetryLater(cause)) => cause,
+                Err(
+                    Verdict::SendAgain(cause)
+                    | Verdict::RetryLater(cause)
+                    | Verdict::Overloaded(cause)
+                    | Verdict::TimedOut(cause),
+                ) => cause,
             };
             // The service may have moved: look its name up again next time.
             self.resolved.forget();
@@ -374,7 +430,12 @@ impl Client {
         log::debug!("HTTP {status} ({} bytes)", reply.body().len());
 
         if TRANSIENT_STATUSES.contains(&status) {
-            return Err(Verdict::RetryLater(format!("HTTP {status}")));
+            let cause = format!("HTTP {status}");
+            return Err(match status {
+                429 | 503 => Verdict::Overloaded(cause),
+                504 => Verdict::TimedOut(cause),
+                _ => Verdict::RetryLater(cause),
+            });
         }
         // Accepted, whatever the body says.
         if status == 202 {
@@ -435,11 +496,11 @@ impl Client {
         match error {
             E::HostNotFound => Verdict::RetryLater("host not found (DNS)".to_owned()),
             E::ConnectionFailed => Verdict::RetryLater("connection failed".to_owned()),
-            E::Timeout(ureq::Timeout::Connect) => Verdict::RetryLater(format!(
+            E::Timeout(ureq::Timeout::Connect) => Verdict::TimedOut(format!(
                 "no connection {}",
                 self.limit("CONNECT_TIMEOUT", self.connect_timeout, limits.connect)
             )),
-            E::Timeout(_) => Verdict::RetryLater(self.no_reply_within(limits)),
+            E::Timeout(_) => Verdict::TimedOut(self.no_reply_within(limits)),
             E::BodyStalled => Verdict::RetryLater("the reply stalled".to_owned()),
             E::Io(io) => match io.kind() {
                 ErrorKind::ConnectionRefused => {
@@ -453,7 +514,7 @@ impl Client {
                     "connection closed before the reply was complete".to_owned(),
                 ),
                 ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                    Verdict::RetryLater(self.no_reply_within(limits))
+                    Verdict::TimedOut(self.no_reply_within(limits))
                 }
                 // The peer's bytes broke HTTP framing: the service answered wrongly.
                 ErrorKind::InvalidData | ErrorKind::InvalidInput => {

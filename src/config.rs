@@ -62,7 +62,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "CONCURRENCY",
         default: Some("1"),
-        meaning: "requests in flight at once",
+        meaning: "requests in flight at once (1 to 256), or auto: found from the service's answers",
     },
     Variable {
         name: "CONNECT_TIMEOUT",
@@ -145,7 +145,7 @@ fn default_of(name: &str) -> Option<&'static str> {
 /// Durations above this are almost certainly a unit mistake (`60000` meant as ms).
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_BATCH_SIZE: usize = 100_000;
-const MAX_CONCURRENCY: usize = 256;
+const MAX_CONCURRENCY: usize = crate::limit::MOST;
 /// A reply is held whole in memory, and a buffer for it is reserved at
 /// once: a gibibyte is far above any batch's reply, and still an amount
 /// that can be had.
@@ -161,7 +161,7 @@ pub struct Config {
     pub input_format: InputFormat,
     pub output: Option<PathBuf>,
     pub batch_size: usize,
-    pub concurrency: usize,
+    pub concurrency: Concurrency,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retry_deadline: Duration,
@@ -170,6 +170,24 @@ pub struct Config {
     /// Names this run of the job in every request, for the service's logs.
     pub query_id: String,
     pub shard: Shard,
+}
+
+/// How many requests may be in flight at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Concurrency {
+    Fixed(usize),
+    /// Learnt from the service's answers, between 1 and the most allowed.
+    Auto,
+}
+
+impl Concurrency {
+    /// The most requests in flight at once.
+    pub fn most(self) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Auto => MAX_CONCURRENCY,
+        }
+    }
 }
 
 /// Where the rows come from.
@@ -311,7 +329,7 @@ impl Config {
             input_format,
             output,
             batch_size: count("BATCH_SIZE", MAX_BATCH_SIZE)?,
-            concurrency: count("CONCURRENCY", MAX_CONCURRENCY)?,
+            concurrency: concurrency(&text("CONCURRENCY")?)?,
             connect_timeout: duration("CONNECT_TIMEOUT", false)?,
             request_timeout: duration("REQUEST_TIMEOUT", false)?,
             retry_deadline: duration("RETRY_DEADLINE", true)?,
@@ -443,6 +461,16 @@ fn replica_path(name: &'static str, path: &str, shard: Shard) -> Result<PathBuf,
     Ok(PathBuf::from(
         path.replace("{index}", &shard.index.to_string()),
     ))
+}
+
+fn concurrency(text: &str) -> Result<Concurrency, Error> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Concurrency::Auto);
+    }
+    match parse_count(text, MAX_CONCURRENCY) {
+        Ok(n) => Ok(Concurrency::Fixed(n)),
+        Err(problem) => Err(Error::config("CONCURRENCY", problem + " (or auto)")),
+    }
 }
 
 fn parse_shard(index: &str, count: &str) -> Result<Shard, Error> {
@@ -649,7 +677,7 @@ mod tests {
         assert_eq!(c.retry_deadline, Duration::from_secs(60));
         assert_eq!(c.max_response_bytes, 10 * 1024 * 1024);
         assert_eq!(c.batch_size, 100);
-        assert_eq!(c.concurrency, 1);
+        assert_eq!(c.concurrency, Concurrency::Fixed(1));
         assert_eq!(c.shard, Shard { index: 0, count: 1 });
         assert_eq!(c.async_timeout, Duration::from_secs(600));
         assert_eq!(c.query_id.len(), 36, "a random UUID: {}", c.query_id);
@@ -871,7 +899,13 @@ mod tests {
     #[test]
     fn counts() {
         assert!(config_error(&[("BATCH_SIZE", "0")]).contains("at least 1"));
-        assert!(config_error(&[("CONCURRENCY", "1000")]).contains("most allowed is 256"));
+        assert!(config_error(&[("CONCURRENCY", "1000")]).contains("most allowed is 256 (or auto)"));
+        assert!(config_error(&[("CONCURRENCY", "automatic")]).contains("not a whole number"));
+        let concurrency = |value| config(&[("CONCURRENCY", value)]).unwrap().concurrency;
+        assert_eq!(concurrency("auto"), Concurrency::Auto);
+        assert_eq!(concurrency(" Auto "), Concurrency::Auto);
+        assert_eq!(concurrency("256"), Concurrency::Fixed(256));
+        assert_eq!(Concurrency::Auto.most(), 256);
         assert!(config_error(&[("MAX_RESPONSE_BYTES", "ten")]).contains("not a whole number"));
         let gib = config(&[("MAX_RESPONSE_BYTES", "1073741824")]).unwrap();
         assert_eq!(gib.max_response_bytes, 1 << 30);

@@ -1,22 +1,29 @@
-//! The job: read rows, send them in batches over `CONCURRENCY` worker
-//! threads, check every reply, and write the replies in index order.
+//! The job: read rows, send them in batches with up to `CONCURRENCY`
+//! requests in flight, check every reply, and write the replies in index
+//! order.
 //!
-//! The main thread reads input and writes output; workers only talk HTTP.
-//! With `CONCURRENCY=1` there are no workers: the main thread sends too.
-//! At most two batches per worker are in flight or waiting to be written, so
-//! memory stays flat however long the input is, and their buffers go round
-//! again: after the first few batches the job allocates almost nothing. On
-//! the first error the job stops: the caller exits and the operating system
-//! ends the workers.
+//! The main thread reads input and writes output; request threads only talk
+//! HTTP. With `CONCURRENCY=1` there are none: the main thread sends too.
+//! Otherwise request threads start as they are needed, up to the
+//! concurrency limit (`limit`: fixed, or learnt with `auto`), and each
+//! attempt takes a slot under it. At most twice the limit in batches (four
+//! times with `auto`) are in flight or waiting to be written, so memory
+//! stays flat however long the input is, and their buffers go round again: after the first few batches
+//! the job allocates almost nothing. On the first error no attempt starts;
+//! `run` returns once the attempts in flight (and backoffs under way) end,
+//! and no thread outlives it.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
-use crate::config::{Config, Input};
+use crate::client::{Attempt, Attempts, Client};
+use crate::config::{Concurrency, Config, Input};
 use crate::error::Error;
 use crate::input::{self, Rows};
+use crate::limit::{Limiter, Ticket};
 use crate::logging;
 use crate::output::AtomicFile;
 use crate::reply::{Reply, display_value};
@@ -42,15 +49,47 @@ pub fn run(config: &Config) -> Result<(), Error> {
         "Query id {}, sent with every batch as sf-external-function-current-query-id",
         config.query_id
     );
-    let client = Arc::new(Client::new(config));
+    let client = Client::new(config);
+    // Replies go to OUTPUT_FILE, or to the log when it is unset, so that
+    // nothing is dropped silently.
+    let log_rows = config.output.is_none();
+    let limiter = match config.concurrency {
+        Concurrency::Fixed(1) => None,
+        Concurrency::Fixed(n) => Some(Limiter::fixed(n)),
+        Concurrency::Auto => Some(Limiter::adaptive(Instant::now())),
+    };
+    let pool = limiter.map(Pool::new);
+    std::thread::scope(|scope| {
+        let mut senders = match &pool {
+            None => Senders::Inline {
+                client: &client,
+                body: Vec::new(),
+                log_rows,
+                answered: VecDeque::new(),
+            },
+            Some(pool) => Senders::Threads(Crew {
+                scope,
+                pool,
+                client: &client,
+                log_rows,
+            }),
+        };
+        let result = pump(config, &client, &mut senders);
+        if let Senders::Threads(crew) = senders {
+            crew.pool.close(result.is_err());
+        }
+        result
+    })
+}
+
+/// Reads the batches, hands them to `senders`, and writes the replies in
+/// index order.
+fn pump(config: &Config, client: &Client, senders: &mut Senders) -> Result<(), Error> {
     let mut rows = Rows::open(&config.input, config.input_format, config.shard)?;
     let mut output = match &config.output {
         Some(path) => Some(AtomicFile::create("OUTPUT_FILE", path)?),
         None => None,
     };
-    // Replies go to OUTPUT_FILE, or to the log when it is unset, so that
-    // nothing is dropped silently.
-    let log_rows = output.is_none();
     let mut progress = match config.input {
         Input::Single(_) => None,
         _ => Some(Progress::new(input::count_rows(
@@ -59,8 +98,6 @@ pub fn run(config: &Config) -> Result<(), Error> {
         ))),
     };
 
-    let mut senders = Senders::start(&client, config.concurrency, log_rows);
-    let window = senders.window();
     let mut next_to_send = 0u64;
     let mut next_to_write = 0u64;
     let mut input_done = false;
@@ -72,7 +109,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let mut lines = Vec::new();
 
     loop {
-        while !input_done && next_to_send - next_to_write < window {
+        while !input_done && next_to_send - next_to_write < senders.window() {
             let mut slot = spare.pop().unwrap_or_else(|| Slot {
                 seq: 0,
                 batch: Batch::new(config.input_format),
@@ -119,7 +156,9 @@ pub fn run(config: &Config) -> Result<(), Error> {
             }
             next_to_write += 1;
             if let Some(progress) = &mut progress {
-                progress.advance(batch.len() as u64, client.retries());
+                if progress.advance(batch.len() as u64) {
+                    progress.report("Progress", client.retries(), senders.limits());
+                }
             }
             if let Some(Some(slot)) = waiting.pop_front() {
                 spare.push(slot);
@@ -130,141 +169,26 @@ pub fn run(config: &Config) -> Result<(), Error> {
         file.commit()?;
     }
     if let Some(progress) = &progress {
-        progress.finish(client.retries());
+        progress.report("Done", client.retries(), senders.limits());
     }
     Ok(())
 }
 
-/// A queue between threads: a Mutex and a Condvar, as the job needs no more
-/// than push and a blocking pop. std::sync::mpsc's channels cost more binary
-/// than the size goal leaves room for (README, Building).
-struct Queue<T> {
-    state: Mutex<QueueState<T>>,
-    changed: Condvar,
-}
-
-struct QueueState<T> {
-    items: VecDeque<T>,
-    /// Threads that may still push; a pop on an empty queue with none left
-    /// returns None instead of waiting for ever.
-    producers: usize,
-    /// Threads waiting in `pop`: with none, a push wakes nobody, and saves
-    /// the futex system call std's notify makes even then.
-    waiting: usize,
-}
-
-impl<T> Queue<T> {
-    fn new(producers: usize) -> Queue<T> {
-        Queue {
-            state: Mutex::new(QueueState {
-                items: VecDeque::new(),
-                producers,
-                waiting: 0,
-            }),
-            changed: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
-        // A thread that panicked while holding the lock left a consistent
-        // VecDeque behind: push and pop do not panic halfway.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, item: T) {
-        let mut state = self.lock();
-        state.items.push_back(item);
-        let wake = state.waiting > 0;
-        drop(state);
-        if wake {
-            self.changed.notify_one();
-        }
-    }
-
-    fn pop(&self) -> Option<T> {
-        let mut state = self.lock();
-        loop {
-            if let Some(item) = state.items.pop_front() {
-                return Some(item);
-            }
-            if state.producers == 0 {
-                return None;
-            }
-            state.waiting += 1;
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-            state.waiting -= 1;
-        }
-    }
-
-    fn producer_gone(&self) {
-        self.lock().producers -= 1;
-        self.changed.notify_all();
-    }
-}
-
-struct Queues {
-    work: Queue<Slot>,
-    answered: Queue<Answered>,
-}
-
-/// Counts a worker out of the answered queue's producers however it ends.
-struct Worker(Arc<Queues>);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.0.answered.producer_gone();
-    }
-}
-
 /// Where batches go to be sent: with one request in flight, the main thread
-/// sends them itself. A worker thread would add nothing there but two
+/// sends them itself. A request thread would add nothing there but two
 /// thread wake-ups per batch, a large share of the job's CPU at a hundred
 /// rows a request.
-enum Senders {
+enum Senders<'scope, 'env> {
     Inline {
-        client: Arc<Client>,
+        client: &'env Client,
         body: Vec<u8>,
         log_rows: bool,
         answered: VecDeque<Answered>,
     },
-    Threads {
-        queues: Arc<Queues>,
-        workers: usize,
-    },
+    Threads(Crew<'scope, 'env>),
 }
 
-impl Senders {
-    fn start(client: &Arc<Client>, count: usize, log_rows: bool) -> Senders {
-        if count <= 1 {
-            return Senders::Inline {
-                client: Arc::clone(client),
-                body: Vec::new(),
-                log_rows,
-                answered: VecDeque::new(),
-            };
-        }
-        let queues = Arc::new(Queues {
-            work: Queue::new(1),
-            answered: Queue::new(count),
-        });
-        for _ in 0..count {
-            let worker = Worker(Arc::clone(&queues));
-            let client = Arc::clone(client);
-            std::thread::spawn(move || {
-                // The request body, built anew in the same buffer each time.
-                let mut body = Vec::new();
-                while let Some(slot) = worker.0.work.pop() {
-                    let answered = send(&client, slot, &mut body, log_rows);
-                    worker.0.answered.push(answered);
-                }
-            });
-        }
-        Senders::Threads {
-            queues,
-            workers: count,
-        }
-    }
-
+impl Senders<'_, '_> {
     fn send(&mut self, slot: Slot) {
         match self {
             Senders::Inline {
@@ -272,19 +196,28 @@ impl Senders {
                 body,
                 log_rows,
                 answered,
-            } => answered.push_back(send(client, slot, body, *log_rows)),
-            Senders::Threads { queues, .. } => queues.work.push(slot),
+            } => answered.push_back(send(client, slot, body, *log_rows, &Unlimited)),
+            Senders::Threads(crew) => {
+                let mut state = crew.pool.lock();
+                state.queue.push_back(slot);
+                crew.staff(state);
+            }
         }
     }
 
-    /// How many batches may be read ahead of the last one written: two per
-    /// worker, so that each has the next at hand; one when sending inline,
-    /// so that nothing more is sent after a batch has failed.
+    /// How many batches may be read ahead of the last one written: twice
+    /// the limit, so that each request thread has the next at hand and a
+    /// slow batch holds up the output less; four times with `auto`, whose
+    /// probes meet a 429 now and then on purpose, and the refused batch
+    /// waits out a backoff of a few rounds. One when sending inline, so that
+    /// nothing more is sent after a batch has failed.
     fn window(&self) -> u64 {
-        match self {
-            Senders::Inline { .. } => 1,
-            Senders::Threads { workers, .. } => 2 * *workers as u64,
-        }
+        let Senders::Threads(crew) = self else {
+            return 1;
+        };
+        let state = crew.pool.lock();
+        let rounds = if state.limiter.adapts() { 4 } else { 2 };
+        (rounds * state.limiter.limit()) as u64
     }
 
     /// The next batch answered, in the order they were answered; None when
@@ -292,12 +225,306 @@ impl Senders {
     fn answered(&mut self) -> Option<Answered> {
         match self {
             Senders::Inline { answered, .. } => answered.pop_front(),
-            Senders::Threads { queues, .. } => queues.answered.pop(),
+            Senders::Threads(crew) => crew.pool.answered(),
+        }
+    }
+
+    /// With `CONCURRENCY=auto`: the limit now, and the lowest and highest
+    /// so far.
+    fn limits(&self) -> Option<(usize, usize, usize)> {
+        let Senders::Threads(crew) = self else {
+            return None;
+        };
+        let state = crew.pool.lock();
+        let limiter = &state.limiter;
+        let (lowest, highest) = limiter.range();
+        limiter
+            .adapts()
+            .then_some((limiter.limit(), lowest, highest))
+    }
+}
+
+/// The inline sender's attempts: no slot to wait for.
+struct Unlimited;
+
+impl Attempts for Unlimited {
+    fn start(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn end(&self, _: Attempt) {}
+}
+
+/// What the main thread and the request threads share: the batches to send
+/// and those answered, and the limit with the attempts in flight under it.
+struct Pool {
+    state: Mutex<PoolState>,
+    /// Request threads wait here for a batch to send and a slot for it ...
+    idle: Condvar,
+    /// ... or for a slot to try their batch again.
+    retrying: Condvar,
+    /// The main thread waits here for answers.
+    answers: Condvar,
+}
+
+struct PoolState {
+    limiter: Limiter,
+    /// Batches read and not yet sent, in order.
+    queue: VecDeque<Slot>,
+    answered: VecDeque<Answered>,
+    /// Batches waiting for a slot to be tried again: they go before any
+    /// new batch, as the output waits for them.
+    retrying: usize,
+    /// Request threads started and not yet ended, and those of them waiting
+    /// for a batch.
+    threads: usize,
+    idle: usize,
+    /// No batch will come: idle threads end.
+    closed: bool,
+    /// The job failed: no attempt starts.
+    stopped: bool,
+    /// A request thread ended without answering its batch.
+    lost: bool,
+}
+
+impl Pool {
+    fn new(limiter: Limiter) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState {
+                limiter,
+                queue: VecDeque::new(),
+                answered: VecDeque::new(),
+                retrying: 0,
+                threads: 0,
+                idle: 0,
+                closed: false,
+                stopped: false,
+                lost: false,
+            }),
+            idle: Condvar::new(),
+            retrying: Condvar::new(),
+            answers: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A thread that panicked while holding the lock left consistent
+        // state behind: nothing here panics halfway through a change.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(
+        &self,
+        condvar: &Condvar,
+        state: MutexGuard<'a, PoolState>,
+    ) -> MutexGuard<'a, PoolState> {
+        condvar.wait(state).unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn answer(&self, answered: Answered) {
+        let mut state = self.lock();
+        state.answered.push_back(answered);
+        drop(state);
+        self.answers.notify_one();
+    }
+
+    fn answered(&self) -> Option<Answered> {
+        let mut state = self.lock();
+        loop {
+            if let Some(answered) = state.answered.pop_front() {
+                return Some(answered);
+            }
+            if state.lost || state.threads == 0 {
+                return None;
+            }
+            state = self.wait(&self.answers, state);
+        }
+    }
+
+    /// Every batch is answered, or `failed`: the request threads end once
+    /// their attempts in flight do.
+    fn close(&self, failed: bool) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.stopped |= failed;
+        drop(state);
+        self.idle.notify_all();
+        self.retrying.notify_all();
+    }
+
+    /// The error a batch cut short by the job's end returns; the job has
+    /// its own error by then, so no one reads this one.
+    fn stopped() -> Error {
+        Error::Io {
+            what: String::new(),
+            cause: std::io::ErrorKind::Interrupted.into(),
         }
     }
 }
 
-fn send(client: &Client, mut slot: Slot, body: &mut Vec<u8>, log_rows: bool) -> Answered {
+/// What a request thread needs: where to start more of them, the pool,
+/// and the client.
+#[derive(Clone, Copy)]
+struct Crew<'scope, 'env> {
+    scope: &'scope Scope<'scope, 'env>,
+    pool: &'env Pool,
+    client: &'env Client,
+    log_rows: bool,
+}
+
+impl Crew<'_, '_> {
+    /// Wakes or starts request threads for the attempts that may start now.
+    fn staff(self, mut state: MutexGuard<'_, PoolState>) {
+        let free = state
+            .limiter
+            .limit()
+            .saturating_sub(state.limiter.in_flight());
+        if free == 0 {
+            return;
+        }
+        if state.retrying > 0 {
+            drop(state);
+            self.pool.retrying.notify_all();
+            return;
+        }
+        let startable = free.min(state.queue.len());
+        for _ in 0..startable.min(state.idle) {
+            self.pool.idle.notify_one();
+        }
+        let hire = startable.saturating_sub(state.idle);
+        state.threads += hire;
+        drop(state);
+        for _ in 0..hire {
+            let started = std::thread::Builder::new().spawn_scoped(self.scope, move || self.work());
+            if started.is_err() {
+                // Those already there send the batches; with none, the
+                // main thread reports it.
+                let mut state = self.pool.lock();
+                state.threads -= 1;
+                drop(state);
+                self.pool.answers.notify_one();
+            }
+        }
+    }
+
+    fn work(self) {
+        let _leaving = Leaving(self.pool);
+        // The request body, built anew in the same buffer each time.
+        let mut body = Vec::new();
+        while let Some((slot, ticket)) = self.take() {
+            let attempts = Slotted {
+                crew: self,
+                ticket: Cell::new(Some(ticket)),
+            };
+            let answered = send(self.client, slot, &mut body, self.log_rows, &attempts);
+            drop(attempts);
+            self.pool.answer(answered);
+        }
+    }
+
+    /// The next batch, with a slot for its first attempt; None when the job
+    /// is over.
+    fn take(self) -> Option<(Slot, Ticket)> {
+        let pool = self.pool;
+        let mut state = pool.lock();
+        loop {
+            if state.stopped || state.closed && state.queue.is_empty() {
+                return None;
+            }
+            if !state.queue.is_empty() && state.retrying == 0 {
+                if let Some(ticket) = state.limiter.try_start(Instant::now()) {
+                    let slot = state.queue.pop_front()?;
+                    self.staff(state);
+                    return Some((slot, ticket));
+                }
+            }
+            state.idle += 1;
+            state = pool.wait(&pool.idle, state);
+            state.idle -= 1;
+        }
+    }
+
+    /// A slot to try a batch again.
+    fn retry_slot(self) -> Result<Ticket, Error> {
+        let pool = self.pool;
+        let mut state = pool.lock();
+        state.retrying += 1;
+        loop {
+            let ticket = match state.stopped {
+                true => None,
+                false => state.limiter.try_start(Instant::now()),
+            };
+            if state.stopped || ticket.is_some() {
+                state.retrying -= 1;
+                let Some(ticket) = ticket else {
+                    return Err(Pool::stopped());
+                };
+                self.staff(state);
+                return Ok(ticket);
+            }
+            state = pool.wait(&pool.retrying, state);
+        }
+    }
+
+    fn end(self, ticket: Ticket, attempt: Attempt) {
+        let mut state = self.pool.lock();
+        state.limiter.end(ticket, Instant::now(), attempt);
+        self.staff(state);
+    }
+}
+
+/// Counts a request thread out however it ends; one that ends in a panic
+/// leaves its batch unanswered, which the main thread must hear of.
+struct Leaving<'a>(&'a Pool);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.threads -= 1;
+        state.lost |= std::thread::panicking();
+        drop(state);
+        self.0.answers.notify_one();
+    }
+}
+
+/// One batch's attempts on a request thread: each holds a slot under the
+/// limit while in flight, and none while the batch waits out a backoff
+/// (it puts no load on the service then).
+struct Slotted<'scope, 'env> {
+    crew: Crew<'scope, 'env>,
+    /// The slot of the attempt in flight; the first comes with the batch.
+    ticket: Cell<Option<Ticket>>,
+}
+
+impl Attempts for Slotted<'_, '_> {
+    fn start(&self) -> Result<(), Error> {
+        if self.ticket.get().is_none() {
+            self.ticket.set(Some(self.crew.retry_slot()?));
+        }
+        Ok(())
+    }
+
+    fn end(&self, attempt: Attempt) {
+        if let Some(ticket) = self.ticket.take() {
+            self.crew.end(ticket, attempt);
+        }
+    }
+}
+
+impl Drop for Slotted<'_, '_> {
+    fn drop(&mut self) {
+        // An attempt cut off by a panic gives its slot back.
+        self.end(Attempt::Failed);
+    }
+}
+
+fn send(
+    client: &Client,
+    mut slot: Slot,
+    body: &mut Vec<u8>,
+    log_rows: bool,
+    attempts: &dyn Attempts,
+) -> Answered {
     let batch = &slot.batch;
     if log_rows {
         for i in 0..batch.len() {
@@ -314,7 +541,7 @@ fn send(client: &Client, mut slot: Slot, body: &mut Vec<u8>, log_rows: bool) -> 
         log::debug!("Sending {} rows from index {first}", batch.len());
     }
     encode_request(batch, body);
-    let result = client.send(body, batch.indices(), &mut slot.reply);
+    let result = client.send(body, batch.indices(), &mut slot.reply, attempts);
     (slot, result)
 }
 
@@ -337,27 +564,31 @@ impl Progress {
         }
     }
 
-    fn advance(&mut self, rows: u64, retries: u64) {
+    /// Counts `rows` written; true when a progress line is due.
+    fn advance(&mut self, rows: u64) -> bool {
         self.done += rows;
-        if self.last_line.elapsed() >= PROGRESS_EVERY {
+        let due = self.last_line.elapsed() >= PROGRESS_EVERY;
+        if due {
             self.last_line = Instant::now();
-            log::info!("Progress: {}", self.describe(retries));
         }
+        due
     }
 
-    fn finish(&self, retries: u64) {
-        log::info!("Done: {}", self.describe(retries));
-    }
-
-    fn describe(&self, retries: u64) -> String {
+    /// Logs what is done so far, with (for `CONCURRENCY=auto`) the
+    /// concurrency limit now and the lowest and highest so far.
+    fn report(&self, what: &str, retries: u64, limits: Option<(usize, usize, usize)>) {
         let elapsed = self.started.elapsed();
         let total = self.total.map_or("?".to_owned(), |t| t.to_string());
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let rate = self.done.saturating_mul(1000) / millis.max(1);
-        format!(
+        let mut line = format!(
             "{}/{total} rows in {} ({rate} rows/s), {retries} retries",
             self.done,
             Seconds(elapsed)
-        )
+        );
+        if let Some((now, lowest, highest)) = limits {
+            line += &format!(", concurrency limit {now} (from {lowest} to {highest})");
+        }
+        log::info!("{what}: {line}");
     }
 }

@@ -38,6 +38,7 @@ pub mod error;
 mod input;
 pub mod job;
 pub mod json;
+mod limit;
 pub mod logging;
 mod output;
 mod random;

@@ -759,3 +759,131 @@ fn gzip_input_is_refused_with_the_fix_named() {
     outcome.assert_fails(65, "gzip-compressed");
     assert!(server.requests().is_empty(), "nothing is sent");
 }
+
+/// A service that serves `slots` requests at once, each for `latency`, and
+/// past that either answers 429 at once or queues them. It counts the most
+/// requests it held at once, queued ones included, and the 429s.
+struct Capacity {
+    server: Server,
+    peak: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+}
+
+fn limited_echo(slots: usize, latency: Duration, queue: bool) -> Capacity {
+    let busy = Arc::new((
+        std::sync::Mutex::new((0usize, 0usize)),
+        std::sync::Condvar::new(),
+    ));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (seen_peak, seen_refused) = (Arc::clone(&peak), Arc::clone(&refused));
+    let server = serve(move |request, _| {
+        let (lock, freed) = &*busy;
+        let mut state = lock.lock().unwrap();
+        // (in flight, served)
+        state.0 += 1;
+        seen_peak.fetch_max(state.0, Ordering::SeqCst);
+        if !queue && state.1 >= slots {
+            state.0 -= 1;
+            seen_refused.fetch_add(1, Ordering::SeqCst);
+            return Reply::json(429, "busy");
+        }
+        while state.1 >= slots {
+            state = freed.wait(state).unwrap();
+        }
+        state.1 += 1;
+        drop(state);
+        thread::sleep(latency);
+        let mut state = lock.lock().unwrap();
+        state.0 -= 1;
+        state.1 -= 1;
+        drop(state);
+        freed.notify_all();
+        echo("Bob", request)
+    });
+    Capacity {
+        server,
+        peak,
+        refused,
+    }
+}
+
+fn auto_job(service: &Capacity, rows: usize, dir: &TempDir) -> (Outcome, Vec<String>) {
+    let lines: Vec<String> = (0..rows).map(|i| format!("row {i}")).collect();
+    let input = write_input(dir, format!("{}\n", lines.join("\n")).as_bytes());
+    let output = dir.join("out.jsonl");
+    let outcome = job(&service.server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "5")
+        .env("CONCURRENCY", "auto")
+        .env("RUST_LOG", "info,service_to_service=debug")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    let expected: Vec<String> = (0..rows)
+        .map(|i| format!("[{i},\"Bob said row {i}\"]"))
+        .collect();
+    assert_eq!(read_output(&output), expected);
+    (outcome, expected)
+}
+
+#[test]
+fn auto_finds_capacity_and_backs_off_from_a_service_that_refuses() {
+    let service = limited_echo(8, Duration::from_millis(20), false);
+    let dir = TempDir::new("auto-refuses");
+    let (outcome, _) = auto_job(&service, 2000, &dir);
+    let peak = service.peak.load(Ordering::SeqCst);
+    let requests = service.server.requests().len();
+    let refused = service.refused.load(Ordering::SeqCst);
+    assert!(peak > 1, "never more than one request in flight: {outcome}");
+    // Generous: the goal is 5%; a busy machine makes latencies noisy.
+    assert!(
+        refused * 5 <= requests,
+        "{refused} of {requests} requests refused: {outcome}"
+    );
+    assert!(
+        outcome
+            .lines("DEBUG")
+            .iter()
+            .any(|l| l.starts_with("Concurrency limit 1 -> 2")),
+        "{outcome}"
+    );
+    let done = outcome.lines("INFO");
+    assert!(
+        done.last().is_some_and(
+            |l| l.starts_with("Done: 2000/2000 rows") && l.contains(", concurrency limit ")
+        ),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn auto_stays_within_three_times_the_slots_of_a_service_that_queues() {
+    let service = limited_echo(4, Duration::from_millis(20), true);
+    let dir = TempDir::new("auto-queues");
+    let (outcome, _) = auto_job(&service, 1000, &dir);
+    let peak = service.peak.load(Ordering::SeqCst);
+    assert!(peak > 1, "never more than one request in flight: {outcome}");
+    assert!(peak <= 3 * 4, "{peak} requests at once: {outcome}");
+    assert_eq!(service.refused.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn fixed_concurrency_keeps_its_limit_when_batches_are_retried() {
+    // A batch waiting out its backoff gives its slot to another; at no
+    // time are more than CONCURRENCY requests at the service.
+    let service = limited_echo(2, Duration::from_millis(5), false);
+    let dir = TempDir::new("fixed-retries");
+    let input = write_input(&dir, "x\n".repeat(200).as_bytes());
+    let output = dir.join("out.jsonl");
+    let outcome = job(&service.server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "5")
+        .env("CONCURRENCY", "3")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(read_output(&output).len(), 200);
+    assert!(service.refused.load(Ordering::SeqCst) > 0, "{outcome}");
+    assert!(service.peak.load(Ordering::SeqCst) <= 3);
+}

@@ -245,7 +245,7 @@ spec:
       INPUT_FILE: /data/input.txt
       OUTPUT_FILE: /data/output-{index}.jsonl
       BATCH_SIZE: \"100\"
-      CONCURRENCY: \"4\"
+      CONCURRENCY: \"auto\"
     volumeMounts:
     - name: data
       mountPath: /data

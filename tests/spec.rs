@@ -134,10 +134,16 @@ fn the_batch_spec_reads_and_writes_the_mounted_stage() {
         .and_then(string)
         .unwrap();
     assert!(stage.starts_with('@'), "{stage}");
-    // Batch numbers are strings, as SPCS env values are.
+    // Batch numbers are strings, as SPCS env values are; CONCURRENCY may
+    // also be auto.
     for var in ["BATCH_SIZE", "CONCURRENCY"] {
         if let Some(v) = at(containers(&spec)[0], &["env", var]) {
-            assert!(string(v).is_some_and(|s| s.parse::<u32>().is_ok()), "{var}");
+            assert!(
+                string(v).is_some_and(
+                    |s| s.parse::<u32>().is_ok() || var == "CONCURRENCY" && s == "auto"
+                ),
+                "{var}"
+            );
         }
     }
 }
