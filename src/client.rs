@@ -61,6 +61,7 @@ pub struct Client {
     retry_deadline: Duration,
     async_timeout: Duration,
     max_response_bytes: u64,
+    requests: AtomicU64,
     retries: AtomicU64,
 }
 
@@ -184,6 +185,7 @@ impl Client {
             retry_deadline: config.retry_deadline,
             async_timeout: config.async_timeout,
             max_response_bytes: config.max_response_bytes,
+            requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         }
     }
@@ -195,6 +197,12 @@ impl Client {
     /// Retries so far, over all batches.
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent so far, over all batches: every attempt, retries,
+    /// polls and the halves of split batches included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Sends the request `body` for rows with the indices `sent`
@@ -303,6 +311,7 @@ impl Client {
         let mut sent_again = false;
         loop {
             attempts.start()?;
+            self.requests.fetch_add(1, Ordering::Relaxed);
             let result = self.attempt(exchange, sent, reply, &limits);
             attempts.end(match &result {
                 Ok(_) if exchange.method == Method::GET => Attempt::Polled,
@@ -445,11 +454,12 @@ impl Client {
         // proxy may echo the request's Authorization header or URL back: so
         // the password is taken out first, before any cut to 200 bytes.
         // Only on this error path: a good reply is never searched.
-        let protocol = |problem: String| {
-            Verdict::GiveUp(Error::protocol(
-                &self.url.to_string(),
-                self.url.secrets().redact_str(problem),
-            ))
+        let rejected = |status: Option<u16>, problem: String| {
+            Verdict::GiveUp(Error::Rejected {
+                url: self.url.to_string(),
+                status,
+                problem: self.url.secrets().redact_str(problem),
+            })
         };
         match status {
             200..=299 => match reply.decode(sent) {
@@ -457,18 +467,26 @@ impl Client {
                 Err(BadReply::EndsEarly) if ends_at_close => Err(Verdict::RetryLater(
                     "the connection closed before the reply's JSON was complete".to_owned(),
                 )),
-                Err(problem) => Err(protocol(
+                Err(problem) => Err(rejected(
+                    None,
                     problem.describe(&self.url.secrets().redact(reply.body())),
                 )),
             },
-            300..=399 => Err(protocol(format!(
-                "HTTP {status} redirect to {}; redirects are not followed for POST, so point SERVICE_URL there",
-                location.as_deref().unwrap_or("(no Location header)")
+            300..=399 => Err(Verdict::GiveUp(Error::protocol(
+                &self.url.to_string(),
+                self.url.secrets().redact_str(format!(
+                    "HTTP {status} redirect to {}; redirects are not followed for POST, so \
+                     point SERVICE_URL there",
+                    location.as_deref().unwrap_or("(no Location header)")
+                )),
             ))),
-            _ => Err(protocol(format!(
-                "HTTP {status}: {}",
-                preview(&self.url.secrets().redact(reply.body()))
-            ))),
+            _ => Err(rejected(
+                Some(status),
+                format!(
+                    "HTTP {status}: {}",
+                    preview(&self.url.secrets().redact(reply.body()))
+                ),
+            )),
         }
     }
 
@@ -524,9 +542,12 @@ impl Client {
                 // arrives here too.
                 _ => Verdict::RetryLater(format!("network error: {io}")),
             },
-            E::BodyExceedsLimit(limit) => protocol(format!(
-                "reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"
-            )),
+            // Too large for this batch: a smaller one may do.
+            E::BodyExceedsLimit(limit) => Verdict::GiveUp(Error::Rejected {
+                url: self.url.to_string(),
+                status: None,
+                problem: format!("reply is larger than MAX_RESPONSE_BYTES ({limit} bytes)"),
+            }),
             E::Protocol(problem) => protocol(format!("reply is not valid HTTP/1.1: {problem}")),
             E::LargeResponseHeader(_, limit) => protocol(format!(
                 "reply is not valid HTTP/1.1: its headers exceed {limit} bytes"

@@ -55,6 +55,16 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "JSON lines [index, reply], written atomically; {index} becomes SNOWFLAKE_JOB_INDEX",
     },
     Variable {
+        name: "MAX_FAILED_ROWS",
+        default: Some("0"),
+        meaning: "rows that may fail for good, found by splitting failed batches, before the job fails",
+    },
+    Variable {
+        name: "REJECTS_FILE",
+        default: None,
+        meaning: "JSON lines {index, row, error}, one per failed row, written as OUTPUT_FILE is",
+    },
+    Variable {
         name: "BATCH_SIZE",
         default: Some("100"),
         meaning: "rows per request",
@@ -160,6 +170,10 @@ pub struct Config {
     pub input: Input,
     pub input_format: InputFormat,
     pub output: Option<PathBuf>,
+    /// Where the rows that failed for good are written, with why.
+    pub rejects: Option<PathBuf>,
+    /// How many rows may fail for good before the job does.
+    pub max_failed_rows: u64,
     pub batch_size: usize,
     pub concurrency: Concurrency,
     pub connect_timeout: Duration,
@@ -296,16 +310,16 @@ impl Config {
             &text("SNOWFLAKE_JOB_INDEX")?,
             &text("SNOWFLAKE_JOBS_COUNT")?,
         )?;
-        let output = match get("OUTPUT_FILE")? {
-            None => None,
-            Some(path) => Some(replica_path("OUTPUT_FILE", &path, shard)?),
+        let file = |name: &'static str| match get(name)? {
+            None => Ok(None),
+            Some(path) => replica_path(name, &path, shard).map(Some),
         };
 
         let duration = |name: &'static str, zero_ok: bool| {
             parse_duration(&text(name)?, zero_ok).map_err(|p| Error::config(name, p))
         };
-        let count = |name: &'static str, max: usize| {
-            parse_count(&text(name)?, max).map_err(|p| Error::config(name, p))
+        let count = |name: &'static str, least: usize, max: usize| {
+            parse_count(&text(name)?, least, max).map_err(|p| Error::config(name, p))
         };
 
         let input_format = match text("INPUT_FORMAT")?.trim() {
@@ -327,14 +341,16 @@ impl Config {
             service,
             input,
             input_format,
-            output,
-            batch_size: count("BATCH_SIZE", MAX_BATCH_SIZE)?,
+            output: file("OUTPUT_FILE")?,
+            rejects: file("REJECTS_FILE")?,
+            max_failed_rows: count("MAX_FAILED_ROWS", 0, usize::MAX)? as u64,
+            batch_size: count("BATCH_SIZE", 1, MAX_BATCH_SIZE)?,
             concurrency: concurrency(&text("CONCURRENCY")?)?,
             connect_timeout: duration("CONNECT_TIMEOUT", false)?,
             request_timeout: duration("REQUEST_TIMEOUT", false)?,
             retry_deadline: duration("RETRY_DEADLINE", true)?,
             async_timeout: duration("ASYNC_TIMEOUT", false)?,
-            max_response_bytes: count("MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES)? as u64,
+            max_response_bytes: count("MAX_RESPONSE_BYTES", 1, MAX_RESPONSE_BYTES)? as u64,
             query_id: match get("QUERY_ID")? {
                 Some(id) => parse_query_id(&id)?,
                 None => random::uuid(),
@@ -406,9 +422,9 @@ pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
     Ok(duration)
 }
 
-fn parse_count(text: &str, max: usize) -> Result<usize, String> {
+fn parse_count(text: &str, least: usize, max: usize) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
-        Ok(0) => Err("is 0; it must be at least 1".to_owned()),
+        Ok(n) if n < least => Err(format!("is {n}; it must be at least {least}")),
         Ok(n) if n > max => Err(format!("is {n}; the most allowed is {max}")),
         Ok(n) => Ok(n),
         Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
@@ -467,7 +483,7 @@ fn concurrency(text: &str) -> Result<Concurrency, Error> {
     if text.trim().eq_ignore_ascii_case("auto") {
         return Ok(Concurrency::Auto);
     }
-    match parse_count(text, MAX_CONCURRENCY) {
+    match parse_count(text, 1, MAX_CONCURRENCY) {
         Ok(n) => Ok(Concurrency::Fixed(n)),
         Err(problem) => Err(Error::config("CONCURRENCY", problem + " (or auto)")),
     }

@@ -36,8 +36,26 @@ pub enum Error {
         polls: u32,
         limit: Duration,
     },
-    /// The service answered, but not with a valid reply (EX_PROTOCOL).
+    /// The exchange with the service broke: malformed HTTP, a redirect
+    /// (EX_PROTOCOL).
     Protocol { url: String, problem: String },
+    /// The service answered a batch, but not with its rows: an error status
+    /// that is not one of those that pass (`status`), or a reply that is
+    /// wrong for the batch (EX_PROTOCOL). A batch that fails so may be split
+    /// down to the rows that fail (MAX_FAILED_ROWS).
+    Rejected {
+        url: String,
+        status: Option<u16>,
+        problem: String,
+    },
+    /// More rows failed for good than MAX_FAILED_ROWS allows (EX_PROTOCOL):
+    /// `row` is the one that made them too many, and `problem` why it failed.
+    FailedRows {
+        failed: u64,
+        allowed: u64,
+        row: u64,
+        problem: String,
+    },
     /// An output file cannot be created (EX_CANTCREAT); `path` says which
     /// file, and for which setting.
     CantCreate { path: String, cause: std::io::Error },
@@ -69,7 +87,7 @@ impl Error {
             Error::Unreachable { .. } | Error::Unfinished { .. } => 69,
             Error::CantCreate { .. } => 73,
             Error::Io { .. } => 74,
-            Error::Protocol { .. } => 76,
+            Error::Protocol { .. } | Error::Rejected { .. } | Error::FailedRows { .. } => 76,
         }
     }
 }
@@ -104,9 +122,19 @@ impl fmt::Display for Error {
                  when ASYNC_TIMEOUT={} ran out, after {polls} poll(s)",
                 Seconds(*limit)
             ),
-            Error::Protocol { url, problem } => {
+            Error::Protocol { url, problem } | Error::Rejected { url, problem, .. } => {
                 write!(f, "service {url} answered wrongly: {problem}")
             }
+            Error::FailedRows {
+                failed,
+                allowed,
+                row,
+                problem,
+            } => write!(
+                f,
+                "{failed} row(s) failed, more than MAX_FAILED_ROWS={allowed} allows; \
+                 row {row} failed with {problem}"
+            ),
             Error::CantCreate { path, cause } => write!(f, "cannot create {path}: {cause}"),
             Error::Io { what, cause } => write!(f, "{what}: {cause}"),
         }

@@ -20,25 +20,37 @@ use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use crate::client::{Attempt, Attempts, Client};
-use crate::config::{Concurrency, Config, Input};
+use crate::config::{Concurrency, Config, Input, ServiceUrl};
 use crate::error::Error;
 use crate::input::{self, Rows};
 use crate::limit::{Limiter, Ticket};
 use crate::logging;
 use crate::output::AtomicFile;
-use crate::reply::{Reply, display_value};
-use crate::request::encode_request;
+use crate::reply::{Reply, display_value, push_output_line};
+use crate::request::{encode_request, push_json_string, push_row_values};
 use crate::rows::{Batch, InputFormat};
+use crate::signals;
+use crate::split::{self, Parts};
 use crate::time::Seconds;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// One batch's rows and, once answered, its reply: handed from the main
-/// thread to a worker and back, then reused for a later batch.
+/// One batch's rows and, once answered, its reply (or, for a batch that
+/// was split, its parts): handed from the main thread to a worker and back,
+/// then reused for a later batch.
 struct Slot {
     seq: u64,
     batch: Batch,
     reply: Reply,
+    parts: Option<Parts>,
+}
+
+/// How batches are sent, the same for every one.
+#[derive(Clone, Copy)]
+struct Sending {
+    /// Each row and its reply go to the log, as OUTPUT_FILE is unset.
+    log_rows: bool,
+    max_failed_rows: u64,
 }
 
 type Answered = (Slot, Result<(), Error>);
@@ -52,7 +64,10 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let client = Client::new(config);
     // Replies go to OUTPUT_FILE, or to the log when it is unset, so that
     // nothing is dropped silently.
-    let log_rows = config.output.is_none();
+    let sending = Sending {
+        log_rows: config.output.is_none(),
+        max_failed_rows: config.max_failed_rows,
+    };
     let limiter = match config.concurrency {
         Concurrency::Fixed(1) => None,
         Concurrency::Fixed(n) => Some(Limiter::fixed(n)),
@@ -64,14 +79,14 @@ pub fn run(config: &Config) -> Result<(), Error> {
             None => Senders::Inline {
                 client: &client,
                 body: Vec::new(),
-                log_rows,
+                sending,
                 answered: VecDeque::new(),
             },
             Some(pool) => Senders::Threads(Crew {
                 scope,
                 pool,
                 client: &client,
-                log_rows,
+                sending,
             }),
         };
         let result = pump(config, &client, &mut senders);
@@ -86,10 +101,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
 /// index order.
 fn pump(config: &Config, client: &Client, senders: &mut Senders) -> Result<(), Error> {
     let mut rows = Rows::open(&config.input, config.input_format, config.shard)?;
-    let mut output = match &config.output {
-        Some(path) => Some(AtomicFile::create("OUTPUT_FILE", path)?),
-        None => None,
-    };
+    let mut sink = Sink::open(config)?;
     let mut progress = match config.input {
         Input::Single(_) => None,
         _ => Some(Progress::new(input::count_rows(
@@ -106,7 +118,6 @@ fn pump(config: &Config, client: &Client, senders: &mut Senders) -> Result<(), E
     // so a VecDeque indexed from the front holds them.
     let mut waiting: VecDeque<Option<Slot>> = VecDeque::new();
     let mut spare: Vec<Slot> = Vec::new();
-    let mut lines = Vec::new();
 
     loop {
         while !input_done && next_to_send - next_to_write < senders.window() {
@@ -114,6 +125,7 @@ fn pump(config: &Config, client: &Client, senders: &mut Senders) -> Result<(), E
                 seq: 0,
                 batch: Batch::new(config.input_format),
                 reply: Reply::default(),
+                parts: None,
             });
             rows.next_batch(&mut slot.batch, config.batch_size)?;
             if slot.batch.is_empty() {
@@ -140,38 +152,159 @@ fn pump(config: &Config, client: &Client, senders: &mut Senders) -> Result<(), E
         }
         waiting[at] = Some(slot);
         while let Some(Some(slot)) = waiting.front() {
-            let (batch, reply) = (&slot.batch, &slot.reply);
-            match &mut output {
-                Some(file) => {
-                    lines.clear();
-                    reply.push_output_lines(batch.indices(), &mut lines);
-                    file.write(&lines)?;
-                }
-                None => {
-                    for i in 0..reply.len() {
-                        let value = display_value(reply.value(i));
-                        log::info!("Received response from {}: {value}", client.url());
-                    }
-                }
-            }
+            sink.write(slot, client.url())?;
             next_to_write += 1;
             if let Some(progress) = &mut progress {
-                if progress.advance(batch.len() as u64) {
-                    progress.report("Progress", client.retries(), senders.limits());
+                if progress.advance(slot.batch.len() as u64) {
+                    progress.report("Progress", client, sink.failed(), senders.limits());
                 }
             }
-            if let Some(Some(slot)) = waiting.pop_front() {
+            if let Some(Some(mut slot)) = waiting.pop_front() {
+                slot.parts = None;
                 spare.push(slot);
             }
         }
     }
-    if let Some(file) = output {
-        file.commit()?;
-    }
+    let failed = sink.failed();
+    sink.commit()?;
     if let Some(progress) = &progress {
-        progress.report("Done", client.retries(), senders.limits());
+        progress.report("Done", client, failed, senders.limits());
     }
     Ok(())
+}
+
+/// Where answered batches go, in index order: their replies to OUTPUT_FILE,
+/// or to the log when it is unset; the rows that failed for good, with
+/// why, to REJECTS_FILE, or to the log; and the count of those, against
+/// MAX_FAILED_ROWS.
+struct Sink {
+    output: Option<AtomicFile>,
+    rejects: Option<AtomicFile>,
+    /// MAX_FAILED_ROWS, unless it is 0 and nothing is counted.
+    max_failed_rows: Option<u64>,
+    failed: u64,
+    lines: Vec<u8>,
+    rejected: Vec<u8>,
+}
+
+impl Sink {
+    fn open(config: &Config) -> Result<Sink, Error> {
+        let file = |setting, path: &Option<std::path::PathBuf>| match path {
+            Some(path) => AtomicFile::create(setting, path).map(Some),
+            None => Ok(None),
+        };
+        Ok(Sink {
+            output: file("OUTPUT_FILE", &config.output)?,
+            rejects: file("REJECTS_FILE", &config.rejects)?,
+            max_failed_rows: Some(config.max_failed_rows).filter(|&n| n > 0),
+            failed: 0,
+            lines: Vec::new(),
+            rejected: Vec::new(),
+        })
+    }
+
+    /// The rows that failed so far, when MAX_FAILED_ROWS counts them.
+    fn failed(&self) -> Option<u64> {
+        self.max_failed_rows.map(|_| self.failed)
+    }
+
+    fn write(&mut self, slot: &Slot, url: &ServiceUrl) -> Result<(), Error> {
+        let (batch, reply) = (&slot.batch, &slot.reply);
+        if let Some(parts) = &slot.parts {
+            return self.write_parts(batch, parts, url);
+        }
+        match &mut self.output {
+            Some(file) => {
+                self.lines.clear();
+                reply.push_output_lines(batch.indices(), &mut self.lines);
+                file.write(&self.lines)
+            }
+            None => {
+                for i in 0..reply.len() {
+                    let value = display_value(reply.value(i));
+                    log::info!("Received response from {url}: {value}");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A batch that was split: a failed row's line is `[index,null]`, in its
+    /// place.
+    fn write_parts(&mut self, batch: &Batch, parts: &Parts, url: &ServiceUrl) -> Result<(), Error> {
+        self.lines.clear();
+        self.rejected.clear();
+        for (i, &index) in batch.indices().iter().enumerate() {
+            let value = match parts.row(i) {
+                Ok(value) => value,
+                Err(problem) => {
+                    self.failed += 1;
+                    let allowed = self.max_failed_rows.unwrap_or(0);
+                    if self.failed > allowed {
+                        return Err(Error::FailedRows {
+                            failed: self.failed,
+                            allowed,
+                            row: index,
+                            problem: problem.to_owned(),
+                        });
+                    }
+                    match self.rejects {
+                        Some(_) => push_rejected_row(&mut self.rejected, batch, i, problem),
+                        None => log::warn!("Row {index} failed: {problem}"),
+                    }
+                    b"null"
+                }
+            };
+            match self.output {
+                Some(_) => push_output_line(&mut self.lines, index, value),
+                None if parts.row(i).is_ok() => {
+                    let value = display_value(value);
+                    log::info!("Received response from {url}: {value}");
+                }
+                None => {}
+            }
+        }
+        if let Some(file) = &mut self.output {
+            file.write(&self.lines)?;
+        }
+        if let Some(file) = &mut self.rejects {
+            file.write(&self.rejected)?;
+        }
+        Ok(())
+    }
+
+    /// Both files into place, REJECTS_FILE first: should OUTPUT_FILE fail,
+    /// or a stop come between the two, REJECTS_FILE is removed again, so
+    /// that neither is there without the other.
+    fn commit(self) -> Result<(), Error> {
+        let Some(rejects) = self.rejects else {
+            return self.output.map_or(Ok(()), AtomicFile::commit);
+        };
+        let rejects_path = rejects.destination().to_owned();
+        rejects.commit()?;
+        let Some(output) = self.output else {
+            return Ok(());
+        };
+        signals::remove_on_stop(rejects_path.clone());
+        let committed = output.commit();
+        if committed.is_err() {
+            let _ = std::fs::remove_file(&rejects_path);
+        }
+        signals::leave_on_stop(&rejects_path);
+        committed
+    }
+}
+
+/// Appends REJECTS_FILE's line for row `i` of `batch`, which failed for
+/// `problem`: `{"index":…,"row":[the values as sent],"error":"…"}`.
+fn push_rejected_row(out: &mut Vec<u8>, batch: &Batch, i: usize, problem: &str) {
+    out.extend_from_slice(b"{\"index\":");
+    crate::decimal::push_u64(out, batch.indices()[i]);
+    out.extend_from_slice(b",\"row\":");
+    push_row_values(batch, i, out);
+    out.extend_from_slice(b",\"error\":");
+    push_json_string(out, problem.as_bytes());
+    out.extend_from_slice(b"}\n");
 }
 
 /// Where batches go to be sent: with one request in flight, the main thread
@@ -182,7 +315,7 @@ enum Senders<'scope, 'env> {
     Inline {
         client: &'env Client,
         body: Vec<u8>,
-        log_rows: bool,
+        sending: Sending,
         answered: VecDeque<Answered>,
     },
     Threads(Crew<'scope, 'env>),
@@ -194,9 +327,9 @@ impl Senders<'_, '_> {
             Senders::Inline {
                 client,
                 body,
-                log_rows,
+                sending,
                 answered,
-            } => answered.push_back(send(client, slot, body, *log_rows, &Unlimited)),
+            } => answered.push_back(send(client, slot, body, *sending, &Unlimited)),
             Senders::Threads(crew) => {
                 let mut state = crew.pool.lock();
                 state.queue.push_back(slot);
@@ -369,7 +502,7 @@ struct Crew<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
     pool: &'env Pool,
     client: &'env Client,
-    log_rows: bool,
+    sending: Sending,
 }
 
 impl Crew<'_, '_> {
@@ -416,7 +549,7 @@ impl Crew<'_, '_> {
                 crew: self,
                 ticket: Cell::new(Some(ticket)),
             };
-            let answered = send(self.client, slot, &mut body, self.log_rows, &attempts);
+            let answered = send(self.client, slot, &mut body, self.sending, &attempts);
             drop(attempts);
             self.pool.answer(answered);
         }
@@ -518,15 +651,17 @@ impl Drop for Slotted<'_, '_> {
     }
 }
 
+/// Sends a batch, and splits it down to the rows that fail if it fails so
+/// (`split`).
 fn send(
     client: &Client,
     mut slot: Slot,
     body: &mut Vec<u8>,
-    log_rows: bool,
+    sending: Sending,
     attempts: &dyn Attempts,
 ) -> Answered {
     let batch = &slot.batch;
-    if log_rows {
+    if sending.log_rows {
         for i in 0..batch.len() {
             let text = String::from_utf8_lossy(batch.text(i));
             // A Jsonl row is JSON text, whose escapes are its own.
@@ -540,8 +675,15 @@ fn send(
         let first = batch.indices().first().copied().unwrap_or(0);
         log::debug!("Sending {} rows from index {first}", batch.len());
     }
-    encode_request(batch, body);
-    let result = client.send(body, batch.indices(), &mut slot.reply, attempts);
+    encode_request(batch, 0..batch.len(), body);
+    let result = match client.send(body, batch.indices(), &mut slot.reply, attempts) {
+        Err(error) if split::splits(&error, sending.max_failed_rows) => {
+            let max = sending.max_failed_rows;
+            split::send_in_parts(client, batch, body, attempts, max, error)
+                .map(|parts| slot.parts = Some(parts))
+        }
+        result => result,
+    };
     (slot, result)
 }
 
@@ -574,18 +716,31 @@ impl Progress {
         due
     }
 
-    /// Logs what is done so far, with (for `CONCURRENCY=auto`) the
-    /// concurrency limit now and the lowest and highest so far.
-    fn report(&self, what: &str, retries: u64, limits: Option<(usize, usize, usize)>) {
+    /// Logs what is done so far: rows, requests and retries, rows that
+    /// failed for good (when MAX_FAILED_ROWS counts them), and (for
+    /// `CONCURRENCY=auto`) the concurrency limit now and the lowest and
+    /// highest so far.
+    fn report(
+        &self,
+        what: &str,
+        client: &Client,
+        failed: Option<u64>,
+        limits: Option<(usize, usize, usize)>,
+    ) {
         let elapsed = self.started.elapsed();
         let total = self.total.map_or("?".to_owned(), |t| t.to_string());
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let rate = self.done.saturating_mul(1000) / millis.max(1);
         let mut line = format!(
-            "{}/{total} rows in {} ({rate} rows/s), {retries} retries",
+            "{}/{total} rows in {} ({rate} rows/s), {} requests, {} retries",
             self.done,
-            Seconds(elapsed)
+            Seconds(elapsed),
+            client.requests(),
+            client.retries()
         );
+        if let Some(failed) = failed {
+            line += &format!(", {failed} failed rows");
+        }
         if let Some((now, lowest, highest)) = limits {
             line += &format!(", concurrency limit {now} (from {lowest} to {highest})");
         }

@@ -50,4 +50,5 @@ mod rows;
 pub mod secrets;
 #[allow(unsafe_code)]
 pub mod signals;
+mod split;
 mod time;

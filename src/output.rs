@@ -63,6 +63,11 @@ impl AtomicFile {
         Ok(file)
     }
 
+    /// The final name.
+    pub fn destination(&self) -> &Path {
+        &self.destination
+    }
+
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let result = match &mut self.writer {
             Some(writer) => writer.write_all(bytes),

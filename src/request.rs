@@ -6,21 +6,25 @@
 //! the text. No JSON is parsed here: Jsonl lines were checked as they were
 //! read.
 
+use std::ops::Range;
+
 use crate::decimal::write_u64_backwards;
 use crate::json::swar;
 use crate::rows::{Batch, InputFormat};
 
-/// Writes the request body for `batch` into `out`:
+/// Writes the request body for the rows `rows` of `batch` (positions in
+/// it; all of them, but for a batch split after it failed) into `out`:
 /// `{"data":[[0,"Hello"],...]}`, or `[0,v1,v2,...]` rows with `Jsonl`.
 /// Each row is copied in two pieces: what comes before its text (the end of
 /// the previous row, the index), and the text, escaped where it must be.
-pub fn encode_request(batch: &Batch, out: &mut Vec<u8>) {
+pub fn encode_request(batch: &Batch, rows: Range<usize>, out: &mut Vec<u8>) {
     out.clear();
-    out.reserve(16 + batch.text_len() + 24 * batch.len());
+    out.reserve(16 + batch.text_len() + 24 * rows.len());
     out.extend_from_slice(b"{\"data\":[");
     let lines = batch.format() == InputFormat::Lines;
     let mut head = RowHead::new(lines);
-    for (i, (index, text)) in batch.rows().enumerate() {
+    let empty = rows.is_empty();
+    for (i, (index, text)) in batch.rows_in(rows).enumerate() {
         if lines {
             out.extend_from_slice(head.next(index, i == 0, true));
             push_escaped(out, text);
@@ -30,7 +34,7 @@ pub fn encode_request(batch: &Batch, out: &mut Vec<u8>) {
             out.extend_from_slice(columns);
         }
     }
-    match (batch.is_empty(), lines) {
+    match (empty, lines) {
         (true, _) => out.extend_from_slice(b"]}"),
         (false, true) => out.extend_from_slice(b"\"]]}"),
         (false, false) => out.extend_from_slice(b"]]}"),
@@ -203,11 +207,21 @@ fn next_escape(text: &[u8], mut at: usize) -> usize {
 }
 
 /// Appends UTF-8 `text` as a JSON string, escaped as miniserde escapes.
-#[cfg(test)]
-pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &[u8]) {
+pub fn push_json_string(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
     push_escaped(out, text);
     out.push(b'"');
+}
+
+/// Appends the values row `i` of `batch` was sent with, without its index,
+/// as a JSON array: `["text"]`, or with Jsonl the line's columns as written.
+pub fn push_row_values(batch: &Batch, i: usize, out: &mut Vec<u8>) {
+    out.push(b'[');
+    match batch.format() {
+        InputFormat::Lines => push_json_string(out, batch.text(i)),
+        InputFormat::Jsonl => out.extend_from_slice(columns_of(batch.text(i))),
+    }
+    out.push(b']');
 }
 
 #[cfg(test)]
@@ -240,7 +254,7 @@ pub(crate) mod testing {
             batch.push(row.index, &row.text);
         }
         let mut body = Vec::new();
-        super::encode_request(&batch, &mut body);
+        super::encode_request(&batch, 0..batch.len(), &mut body);
         String::from_utf8(body).expect("UTF-8")
     }
 }
@@ -259,6 +273,30 @@ mod tests {
             encode_request(&rows(&["a", ""])),
             r#"{"data":[[0,"a"],[1,""]]}"#
         );
+    }
+
+    /// Part of a batch, as a batch split after it failed sends it; and a
+    /// row's values as REJECTS_FILE shows them.
+    #[test]
+    fn encodes_part_of_a_batch_and_a_row_s_values() {
+        use crate::rows::{Batch, InputFormat};
+        let mut batch = Batch::new(InputFormat::Lines);
+        for (index, text) in [(3, "a"), (4, "b\"q"), (9, "c")] {
+            batch.push(index, text);
+        }
+        let mut body = Vec::new();
+        super::encode_request(&batch, 1..3, &mut body);
+        assert_eq!(body, br#"{"data":[[4,"b\"q"],[9,"c"]]}"#);
+        super::encode_request(&batch, 2..2, &mut body);
+        assert_eq!(body, br#"{"data":[]}"#);
+        let mut values = Vec::new();
+        super::push_row_values(&batch, 1, &mut values);
+        assert_eq!(values, br#"["b\"q"]"#);
+        let mut jsonl = Batch::new(InputFormat::Jsonl);
+        jsonl.push(0, " [ 1 , \"x\" ] ");
+        values.clear();
+        super::push_row_values(&jsonl, 0, &mut values);
+        assert_eq!(values, br#"[1 , "x"]"#);
     }
 
     /// Escapes found wherever they fall: in a whole word, in the last few

@@ -74,11 +74,14 @@ impl Batch {
         (self.indices[i], self.text(i))
     }
 
-    /// Every row's index and text, in order.
-    pub fn rows(&self) -> impl Iterator<Item = (u64, &[u8])> {
+    /// The index and text of the rows `range` (positions in the batch), in
+    /// order.
+    pub fn rows_in(&self, range: Range<usize>) -> impl Iterator<Item = (u64, &[u8])> {
         let text = &self.text;
-        let rows = self.rows.iter().map(|row| &text[row.clone()]);
-        self.indices.iter().copied().zip(rows)
+        let rows = self.rows[range.clone()]
+            .iter()
+            .map(|row| &text[row.clone()]);
+        self.indices[range].iter().copied().zip(rows)
     }
 
     /// How many bytes of text the batch holds, rows and what lies between
@@ -123,7 +126,7 @@ mod tests {
         let start = batch.append_text(b"skipped\nnine\n");
         batch.add_row(9, start + 8..start + 12);
         assert_eq!(batch.indices(), [0, 7, 9]);
-        let rows: Vec<(u64, &[u8])> = batch.rows().collect();
+        let rows: Vec<(u64, &[u8])> = batch.rows_in(0..batch.len()).collect();
         assert_eq!(rows, [(0, &b"one"[..]), (7, b"seven\n"), (9, b"nine")]);
         assert_eq!(batch.row(1), (7, &b"seven\n"[..]));
         assert_eq!(batch.text_len(), 9 + 6 + 13);

@@ -32,6 +32,27 @@ impl Request {
             .map(String::as_str)
     }
 
+    /// The index of each row of a row-format request, whatever its columns.
+    pub fn indices(&self) -> Vec<u64> {
+        let body = std::str::from_utf8(&self.body).expect("request body is UTF-8");
+        let value: Value = json::from_str(body).expect("request body is JSON");
+        let Value::Object(object) = value else {
+            panic!("request is not an object: {body}")
+        };
+        let Some(Value::Array(rows)) = object.get("data") else {
+            panic!("request has no data array: {body}")
+        };
+        rows.iter()
+            .map(|row| match row {
+                Value::Array(row) => match row.first() {
+                    Some(Value::Number(Number::U64(i))) => *i,
+                    _ => panic!("bad request row: {body}"),
+                },
+                _ => panic!("bad request row: {body}"),
+            })
+            .collect()
+    }
+
     /// The `[index, text]` rows of a row-format request.
     pub fn rows(&self) -> Vec<(u64, String)> {
         let body = std::str::from_utf8(&self.body).expect("request body is UTF-8");
