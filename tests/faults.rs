@@ -691,6 +691,17 @@ fn a_reply_nested_to_the_limit_everywhere_is_re_encoded_in_time() {
     });
     let expected = format!("[0,[{}]]\n", vec![element; count].join(","));
     assert_output(&outcome, &output, &expected);
+    // Objects out of order at every level, each put in order in turn, with
+    // all it holds: the sorted form is each key's members swapped.
+    let open = r#"{"b":0,"a":"#.repeat(124);
+    let element = format!("{open}0{}", "}".repeat(124));
+    let (body, count) = filled(r#"{"data":[[0,["#, ",", |_| element.clone(), "]]]}");
+    let outcome = run_sized("nested 128 deep, out of order", "200 OK", &body, |job| {
+        job.env("OUTPUT_FILE", &output)
+    });
+    let sorted = format!("{}0{}", r#"{"a":"#.repeat(124), r#","b":0}"#.repeat(124));
+    let expected = format!("[0,[{}]]\n", vec![sorted; count].join(","));
+    assert_output(&outcome, &output, &expected);
 }
 
 #[test]

@@ -10,7 +10,10 @@
 //! (and escaped again as it escapes them, by `request`'s encoder), and
 //! numbers with a fraction or an exponent are read and printed by it.
 //! Object members are put in miniserde's order, by key, the last of equal
-//! keys alone, only when they do not come in that order already.
+//! keys alone, only when they do not come in that order already: they are
+//! written as they come and then moved, so an object out of order inside
+//! others out of order is moved once for each of them, as many times at
+//! most as the nesting limit allows.
 //!
 //! Left out: checking. The value was scanned whole before, so a fault here
 //! means that the caller passed something else; it is reported, not
