@@ -11,13 +11,15 @@
 //! keys winning.
 //!
 //! Left out on purpose: decoding. A string keeps its escapes and a number
-//! its digits, since callers either copy the bytes or hand them to
-//! miniserde, and neither needs a decoded copy. Nor is UTF-8 checked here:
-//! callers check a whole body or line once, before scanning it.
+//! its digits, since callers either copy the bytes or re-encode them
+//! (`compact`, for the values that are not compact), and neither needs a
+//! decoded copy. Nor is UTF-8 checked here: callers check a whole body or
+//! line once, before scanning it.
 
+pub mod compact;
 pub mod swar;
 
-use miniserde::json::{self, Value};
+use miniserde::json;
 
 /// The kind of a JSON value, as error messages name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,6 +461,12 @@ impl<'a> Scanner<'a> {
     /// A number, at its first character: its class, and whether it is
     /// compact.
     pub fn number(&mut self) -> Result<(Number, bool), ScanError> {
+        let (number, compact, _) = self.number_and_value()?;
+        Ok((number, compact))
+    }
+
+    /// `number`, and for a float its value, as miniserde reads it.
+    fn number_and_value(&mut self) -> Result<(Number, bool, f64), ScanError> {
         let start = self.pos;
         let negative = self.eat(b'-');
         let mut magnitude = 0u64;
@@ -503,12 +511,13 @@ impl<'a> Scanner<'a> {
             }
             self.digits()?;
         }
-        if float {
+        // Below i64::MIN an integer is a float to miniserde.
+        if float || negative && magnitude > 1 << 63 {
             // The grammar is checked above; what miniserde refuses of such a
             // rare number is a float that overflows to infinity (1e400).
             let token = std::str::from_utf8(&self.bytes[start..self.pos]);
-            return match token.map(json::from_str::<Value>) {
-                Ok(Ok(_)) => Ok((Number::Float, false)),
+            return match token.map(json::from_str::<f64>) {
+                Ok(Ok(value)) => Ok((Number::Float, false, value)),
                 _ => Err(ScanError::OutOfRange {
                     start,
                     end: self.pos,
@@ -516,10 +525,8 @@ impl<'a> Scanner<'a> {
             };
         }
         Ok(match negative {
-            false => (Number::Whole(magnitude), true),
-            // Below i64::MIN it is a float to miniserde.
-            true if magnitude > 1 << 63 => (Number::Float, false),
-            true => (Number::Negative(magnitude), magnitude != 0),
+            false => (Number::Whole(magnitude), true, 0.0),
+            true => (Number::Negative(magnitude), magnitude != 0, 0.0),
         })
     }
 
@@ -578,6 +585,7 @@ pub fn scan_document(bytes: &[u8], max_depth: usize) -> Result<Scanned, ScanErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use miniserde::json::Value;
 
     fn scan(text: &str) -> Result<Scanned, ScanError> {
         scan_document(text.as_bytes(), 128)

@@ -16,8 +16,9 @@
 //! - `client` and `resolve`: HTTP through ureq's agent, retries, names;
 //! - the row format: `rows` (a batch's rows), `request` (encoding one),
 //!   [`reply`] (checking one, and its output lines), the [`json`] scanner
-//!   under replies and Jsonl lines with its eight-bytes-at-a-time helpers,
-//!   and `decimal` (indices without `fmt`);
+//!   under replies and Jsonl lines with its eight-bytes-at-a-time helpers
+//!   and its re-encoder to compact JSON, and `decimal` (indices without
+//!   `fmt`);
 //! - [`logging`] and `secrets`: log lines, and what they must never show;
 //! - [`signals`]: SIGTERM and SIGINT, also as PID 1;
 //! - [`error`]: the one error enum and its exit codes.

@@ -14,9 +14,11 @@
 //! value stays a byte range of the body. An output line copies those bytes
 //! when they are already what miniserde prints for the value (compact, keys
 //! sorted, its escapes), as miniserde, serde or Python's json.dumps with
-//! ensure_ascii=False write it; any other value is re-encoded through
-//! miniserde. So OUTPUT_FILE is byte for byte what a decode-and-print gives,
-//! however the service spaces or escapes its JSON.
+//! ensure_ascii=False write it; any other value is re-encoded as miniserde
+//! prints it (`json::compact`, which builds no tree either). So OUTPUT_FILE
+//! is byte for byte what a decode-and-print through miniserde gives,
+//! however the service spaces or escapes its JSON. Nothing here costs more
+//! than n log n in the size of the reply, whatever its shape.
 
 #[cfg(test)]
 mod reference;
@@ -26,6 +28,7 @@ use std::io::Read;
 use std::ops::Range;
 
 use crate::decimal;
+use crate::json::compact::{Compactor, Member, sort_by_key};
 use crate::json::{self, Kind, Number, ScanError, Scanned, Scanner};
 use crate::logging;
 use crate::rows::MAX_NESTING;
@@ -174,24 +177,24 @@ impl Reply {
         self.recode()
     }
 
-    /// Re-encodes through miniserde the values whose bytes are not what it
-    /// prints.
+    /// Re-encodes the values whose bytes are not what miniserde prints.
     fn recode(&mut self) -> Result<(), BadReply> {
         self.recoded.clear();
         let body = &self.body;
+        let mut compactor = Compactor::default();
         for span in self.values.iter_mut().flatten() {
             if span.compact {
                 continue;
             }
-            let text = std::str::from_utf8(&body[span.start..span.end]);
-            // Cannot fail on what the scanner accepted; refused all the same.
-            let Ok(Ok(value)) = text.map(miniserde::json::from_str::<miniserde::json::Value>)
-            else {
-                return Err(BadReply::NotJson);
-            };
             let start = self.recoded.len();
-            self.recoded
-                .extend_from_slice(miniserde::json::to_string(&value).as_bytes());
+            let value = &body[span.start..span.end];
+            // Cannot fail on what the scanner accepted; refused all the same.
+            if compactor
+                .push(value, MAX_NESTING, &mut self.recoded)
+                .is_err()
+            {
+                return Err(BadReply::NotJson);
+            }
             *span = Span {
                 start,
                 end: self.recoded.len(),
@@ -305,32 +308,22 @@ fn scan_reply(
     }
     let mut data_seen = false;
     let mut data_problem = None;
-    let mut other_keys: Vec<Cow<str>> = Vec::new();
-    let mut duplicate: Option<String> = None;
+    let mut others = OtherKeys::default();
     let mut more = scanner.begin()?;
     while more {
         let (key, escaped) = scanner.key()?;
         let key = key_text(key, escaped)?;
-        if key == "data" {
-            if data_seen {
-                duplicate.get_or_insert_with(|| key.into_owned());
-                scanner.value()?;
-            } else {
-                data_seen = true;
-                data_problem = scan_data(scanner, sent, values, lines_in_body)?;
-            }
+        if key == "data" && !data_seen {
+            data_seen = true;
+            data_problem = scan_data(scanner, sent, values, lines_in_body)?;
         } else {
-            if other_keys.contains(&key) {
-                duplicate.get_or_insert_with(|| key.into_owned());
-            } else {
-                other_keys.push(key);
-            }
+            others.add(&key);
             scanner.value()?;
         }
         more = scanner.more(b'}')?;
     }
     scanner.finish()?;
-    if let Some(key) = duplicate {
+    if let Some(key) = others.first_repeat() {
         return Ok(Some(BadReply::Message(format!(
             "reply has the key {key:?} more than once"
         ))));
@@ -341,20 +334,74 @@ fn scan_reply(
     Ok(data_problem.map(BadReply::Message))
 }
 
+/// The keys of a reply's object but its first `data`, in the order they
+/// come: checked for one that comes again once all are in, by sorting, as
+/// comparing each key with every one before it would cost n² comparisons,
+/// and a reply can hold a million keys.
+#[derive(Default)]
+struct OtherKeys {
+    /// Their text, one after another.
+    text: Vec<u8>,
+    /// Each key's range of `text`, with its place among them.
+    members: Vec<Member>,
+    /// The place where `data` first comes again, if it does.
+    data_again: Option<usize>,
+    count: usize,
+}
+
+impl OtherKeys {
+    fn add(&mut self, key: &str) {
+        let place = self.count;
+        self.count += 1;
+        if key == "data" {
+            self.data_again.get_or_insert(place);
+            return;
+        }
+        let start = self.text.len();
+        self.text.extend_from_slice(key.as_bytes());
+        self.members.push(Member {
+            key: start..self.text.len(),
+            place: place..place + 1,
+        });
+    }
+
+    /// The first key, in the order they came, that an earlier one had.
+    fn first_repeat(mut self) -> Option<String> {
+        let text = &self.text;
+        // Equal keys end up side by side, each run in the order they came.
+        sort_by_key(&mut self.members, text);
+        let repeat = self
+            .members
+            .windows(2)
+            .filter(|pair| text[pair[0].key.clone()] == text[pair[1].key.clone()])
+            .map(|pair| &pair[1])
+            .min_by_key(|member| member.place.start);
+        match (repeat, self.data_again) {
+            (Some(other), Some(data)) if data < other.place.start => Some("data".to_owned()),
+            (Some(other), _) => {
+                Some(String::from_utf8_lossy(&text[other.key.clone()]).into_owned())
+            }
+            (None, Some(_)) => Some("data".to_owned()),
+            (None, None) => None,
+        }
+    }
+}
+
 /// A key's text, quotes off and escapes decoded.
 fn key_text(key: &[u8], escaped: bool) -> Result<Cow<'_, str>, ScanError> {
-    let text = std::str::from_utf8(key).map_err(|_| ScanError::Syntax)?;
     if escaped {
-        miniserde::json::from_str::<String>(text)
-            .map(Cow::Owned)
-            .map_err(|_| ScanError::Syntax)
+        json::compact::decode(key).map(Cow::Owned)
     } else {
+        let text = std::str::from_utf8(key).map_err(|_| ScanError::Syntax)?;
         Ok(Cow::Borrowed(&text[1..text.len() - 1]))
     }
 }
 
 /// The value of `data`: rows, each placed in `values` by its index. The
-/// first problem in row order is kept.
+/// first problem in row order is kept. Not inlined, so that the loop over
+/// the rows has the registers to itself: inlined, it shares them with the
+/// object around it and costs more instructions a row.
+#[inline(never)]
 fn scan_data(
     scanner: &mut Scanner,
     sent: &[u64],
@@ -783,6 +830,24 @@ mod tests {
                 "cut after {cut} bytes: {verdict:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_first_key_to_come_again_is_named() {
+        let cases = [
+            (r#"{"b":1,"a":1,"data":[[0,"x"]],"b":2,"a":2}"#, r#""b""#),
+            (r#"{"b":1,"a":1,"data":[[0,"x"]],"a":2,"b":2}"#, r#""a""#),
+            (r#"{"data":[[0,"x"]],"b":1,"b":2,"data":[]}"#, r#""b""#),
+            (r#"{"b":1,"data":[[0,"x"]],"data":[],"b":2}"#, r#""data""#),
+            (r#"{"data":[[0,"x"]],"\u0061":1,"a":2}"#, r#""a""#),
+            (r#"{"\"":1,"data":[[0,"x"]],"\u0022":2}"#, r#""\"""#),
+        ];
+        for (body, key) in cases {
+            let error = decode(body, &[0]).unwrap_err();
+            let expected = format!("reply has the key {key} more than once");
+            assert_eq!(error, expected, "{body}");
+        }
+        assert!(decode(r#"{"a":1,"data":[[0,"x"]],"b":1,"c":1}"#, &[0]).is_ok());
     }
 
     #[test]

@@ -143,13 +143,40 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
+/// Where `needle` first occurs in `haystack`, in one pass over it
+/// (Knuth-Morris-Pratt): a window-by-window comparison costs up to
+/// `needle.len()` steps a byte, and the text searched can be a whole reply
+/// made to nearly match the password everywhere.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return None;
     }
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    // For each prefix of the needle, how long a proper prefix of it is
+    // also its suffix: where a match can go on after a mismatch.
+    let mut fallback = vec![0; needle.len()];
+    let mut matched = 0;
+    for (i, &byte) in needle.iter().enumerate().skip(1) {
+        while matched > 0 && byte != needle[matched] {
+            matched = fallback[matched - 1];
+        }
+        if byte == needle[matched] {
+            matched += 1;
+        }
+        fallback[i] = matched;
+    }
+    let mut matched = 0;
+    for (i, &byte) in haystack.iter().enumerate() {
+        while matched > 0 && byte != needle[matched] {
+            matched = fallback[matched - 1];
+        }
+        if byte == needle[matched] {
+            matched += 1;
+            if matched == needle.len() {
+                return Some(i + 1 - matched);
+            }
+        }
+    }
+    None
 }
 
 /// The token of `Authorization: Basic` for a URL's `user:password`, as
@@ -216,6 +243,38 @@ mod tests {
         ] {
             assert!(Secrets::of_url(plain).is_empty(), "{plain}");
         }
+    }
+
+    #[test]
+    fn find_agrees_with_comparing_every_window() {
+        let naive = |haystack: &[u8], needle: &[u8]| {
+            haystack
+                .windows(needle.len())
+                .position(|window| window == needle)
+        };
+        // Needles that overlap themselves, where a search must fall back
+        // to a shorter match rather than start again.
+        let needles: [&[u8]; 7] = [b"a", b"aab", b"abab", b"abaab", b"aaaa", b"abcabd", b"ba"];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let haystack: Vec<u8> = (0..state % 24)
+                .map(|i| b"abcd"[((state >> (2 * i + 8)) % 3) as usize])
+                .collect();
+            for needle in needles {
+                assert_eq!(
+                    find(&haystack, needle),
+                    naive(&haystack, needle),
+                    "{:?} in {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&haystack)
+                );
+            }
+        }
+        assert_eq!(find(b"aaaaaaab", b"aaab"), Some(4));
+        assert_eq!(find(b"anything", b""), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! one ERROR line that names the cause (or none, for the cases that must
 //! succeed), no panic, and bounds: finished within
 //! `REQUEST_TIMEOUT + RETRY_DEADLINE + 1 s` with a peak RSS under 16 MiB.
+//! The replies of 10 MiB (the last section) are bounded by the CPU the job
+//! spends on them instead, and check their output where they succeed.
 //! docs/robustness.md lists the cases with what each one observed.
 
 mod common;
@@ -15,6 +17,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
+use common::TempDir;
 use common::http::*;
 use common::job::*;
 
@@ -498,4 +501,339 @@ fn a_peer_that_never_reads_the_request_times_out() {
         let _ = stream.read(&mut byte);
     });
     run_bounded(against(addr)).assert_fails(69, "no complete reply within");
+}
+
+// ---------------------------------------------------------------- 10 MiB of every shape
+
+/// The default MAX_RESPONSE_BYTES: each reply below is just under it.
+const MAX_RESPONSE_BYTES: usize = 10_485_760;
+/// The CPU the job may spend on one such reply, decoded or refused, start
+/// to exit. Generous for the debug build, whose slowest shape (a million
+/// fractions, each read and printed by unoptimised miniserde) takes a few
+/// seconds, where the release build takes well under one; a step that costs
+/// the square of any count a reply controls takes minutes at this size.
+const CPU_BOUND: Duration = Duration::from_secs(10);
+/// Where the kernel stops a job that spins, so that a failing run ends soon.
+const CPU_LIMIT_SECONDS: u64 = 20;
+/// Rows in one request, in the shapes with many: BATCH_SIZE's largest.
+const ROWS: usize = 100_000;
+
+/// The password of these jobs' URL: every refusal and every log line is
+/// searched for it, and one reply nearly matches it everywhere.
+fn long_password() -> String {
+    format!("{}b", "a".repeat(3999))
+}
+
+/// `head`, then `item(0)`, `item(1)`, ... joined by `separator` for as long
+/// as they fit, then `tail`: a body just under MAX_RESPONSE_BYTES. And how
+/// many items it holds.
+fn filled(
+    head: &str,
+    separator: &str,
+    item: impl Fn(usize) -> String,
+    tail: &str,
+) -> (Vec<u8>, usize) {
+    let mut body = head.as_bytes().to_vec();
+    let mut count = 0;
+    loop {
+        let item = item(count);
+        let separator = if count == 0 { "" } else { separator };
+        if body.len() + separator.len() + item.len() + tail.len() > MAX_RESPONSE_BYTES {
+            break;
+        }
+        body.extend_from_slice(separator.as_bytes());
+        body.extend_from_slice(item.as_bytes());
+        count += 1;
+    }
+    body.extend_from_slice(tail.as_bytes());
+    (body, count)
+}
+
+/// A reply with one row for each of `indices`, in that order, each written
+/// by `row(index, pad)`, with `pad` as long as makes the body just under
+/// MAX_RESPONSE_BYTES; and the pad.
+fn padded_rows(indices: &[usize], row: impl Fn(usize, &str) -> String) -> (Vec<u8>, String) {
+    let body = |pad: &str| {
+        let rows: Vec<String> = indices.iter().map(|&i| row(i, pad)).collect();
+        format!("{{\"data\":[{}]}}", rows.join(","))
+    };
+    let pad = "x".repeat((MAX_RESPONSE_BYTES - body("").len()) / indices.len());
+    (body(&pad).into_bytes(), pad)
+}
+
+/// The job of this section: one request, not retried, with the password,
+/// and stopped by the kernel past CPU_LIMIT_SECONDS.
+fn sized_job(addr: SocketAddr) -> Job {
+    job(&format!("http://bob:{}@{addr}/echo", long_password()))
+        .env("REQUEST_TIMEOUT", "30s")
+        .env("RETRY_DEADLINE", "0")
+        .cpu_limit(CPU_LIMIT_SECONDS)
+}
+
+/// The job sending ROWS rows in one request, with its input in `dir`.
+fn with_rows(job: Job, dir: &TempDir) -> Job {
+    let lines: String = (0..ROWS).map(|i| format!("row {i}\n")).collect();
+    job.env("INPUT_FILE", write_input(dir, lines))
+        .env("BATCH_SIZE", ROWS.to_string())
+}
+
+/// Serves `body` with `status` once, runs `job` (set up by `setup`) against
+/// it, and checks that it panicked nowhere and kept within CPU_BOUND.
+fn run_sized(shape: &str, status: &str, body: &[u8], setup: impl FnOnce(Job) -> Job) -> Outcome {
+    assert!(
+        body.len() <= MAX_RESPONSE_BYTES && body.len() > MAX_RESPONSE_BYTES / 100 * 99,
+        "{shape}: the body has {} bytes",
+        body.len()
+    );
+    let addr = canned_once(http_reply(status, JSON, body));
+    let (outcome, usage) = setup(sized_job(addr)).run_with_usage();
+    // For docs/robustness.md, as run_bounded's.
+    eprintln!(
+        "observed ({shape}, {} bytes): exit {:?}, CPU {} ms, {} ms, peak RSS {} KiB, ERROR: {:?}",
+        body.len(),
+        outcome.code,
+        usage.cpu.as_millis(),
+        outcome.elapsed.as_millis(),
+        usage.peak_rss_kib,
+        outcome.errors()
+    );
+    outcome.assert_no_panic();
+    assert!(
+        usage.cpu < CPU_BOUND,
+        "{shape}: the job used {:?} of CPU, over {CPU_BOUND:?}:\n{}",
+        usage.cpu,
+        // Not the whole output: it can hold a 10 MiB line.
+        outcome.errors().join("\n")
+    );
+    outcome
+}
+
+/// Asserts a successful run whose OUTPUT_FILE, `output`, is `expected`.
+fn assert_output(outcome: &Outcome, output: &std::path::Path, expected: &str) {
+    assert_eq!(outcome.code, Some(0), "{:?}", outcome.errors());
+    assert!(outcome.errors().is_empty(), "{:?}", outcome.errors());
+    let written = std::fs::read_to_string(output).expect("the output file");
+    assert!(
+        written == expected,
+        "the output ({} bytes) is not the {} expected; it starts {:?}",
+        written.len(),
+        expected.len(),
+        &written[..written.len().min(200)]
+    );
+}
+
+#[test]
+fn a_reply_with_a_million_top_level_keys_is_checked_for_repeats_in_time() {
+    // Keys in hexadecimal, and the last one the first again, escaped.
+    let (body, keys) = filled(
+        r#"{"data":[[0,"Bob said Hello"]],"#,
+        ",",
+        |i| format!("\"{i:x}\":0"),
+        r#","\u0030":0}"#,
+    );
+    assert!(keys > 1_000_000, "{keys} keys");
+    let outcome = run_sized("a million top-level keys", "200 OK", &body, |job| job);
+    outcome.assert_fails(76, "reply has the key \"0\" more than once");
+}
+
+#[test]
+fn a_reply_of_100000_rows_is_decoded_in_time_in_any_order() {
+    let dir = TempDir::new("rows");
+    let output = dir.join("out.jsonl");
+    for (shape, order) in [
+        ("100,000 rows", (0..ROWS).collect::<Vec<_>>()),
+        ("100,000 rows, reversed", (0..ROWS).rev().collect()),
+    ] {
+        let (body, pad) = padded_rows(&order, |i, pad| format!("[{i},\"{pad}\"]"));
+        let outcome = run_sized(shape, "200 OK", &body, |job| {
+            with_rows(job, &dir).env("OUTPUT_FILE", &output)
+        });
+        let expected: String = (0..ROWS).map(|i| format!("[{i},\"{pad}\"]\n")).collect();
+        assert_output(&outcome, &output, &expected);
+    }
+}
+
+#[test]
+fn a_reply_missing_half_its_rows_is_refused_in_time() {
+    let dir = TempDir::new("missing");
+    let even: Vec<usize> = (0..ROWS).step_by(2).collect();
+    let (body, _) = padded_rows(&even, |i, pad| format!("[{i},\"{pad}\"]"));
+    let output = dir.join("out.jsonl");
+    let outcome = run_sized("50,000 of 100,000 rows", "200 OK", &body, |job| {
+        with_rows(job, &dir).env("OUTPUT_FILE", &output)
+    });
+    outcome.assert_fails(
+        76,
+        "reply has 50000 row(s) for 100000 sent; no reply for index 1, 3, 5, 7, 9, ...",
+    );
+    assert!(!output.exists(), "an output file was left");
+}
+
+#[test]
+fn a_reply_with_a_million_rows_not_sent_is_refused_in_time() {
+    let (body, _) = filled(
+        r#"{"data":[[0,"Bob said Hello"],"#,
+        ",",
+        |i| format!("[{},\"x\"]", i + 1),
+        "]}",
+    );
+    let outcome = run_sized("a million rows not sent", "200 OK", &body, |job| job);
+    outcome.assert_fails(
+        76,
+        "reply has a row for index 1, which this request did not send",
+    );
+    let (body, _) = filled(r#"{"data":["#, ",", |_| r#"[0,"x"]"#.into(), "]}");
+    let outcome = run_sized("one row a million times", "200 OK", &body, |job| job);
+    outcome.assert_fails(76, "reply answers index 0 more than once");
+}
+
+#[test]
+fn a_reply_nested_to_the_limit_everywhere_is_re_encoded_in_time() {
+    // The object, `data`, the row and the value take 4 of the 128 levels;
+    // each element of the value takes the other 124, arrays and objects in
+    // turn. The space after each comma makes the value one to re-encode.
+    let (mut open, mut close) = (String::new(), String::new());
+    for level in 0..124 {
+        if level % 2 == 0 {
+            open.push('[');
+            close.insert(0, ']');
+        } else {
+            open.push_str("{\"a\":");
+            close.insert(0, '}');
+        }
+    }
+    let element = format!("{open}0{close}");
+    let (body, count) = filled(r#"{"data":[[0,["#, ", ", |_| element.clone(), "]]]}");
+    let dir = TempDir::new("deep");
+    let output = dir.join("out.jsonl");
+    let outcome = run_sized("nested 128 deep", "200 OK", &body, |job| {
+        job.env("OUTPUT_FILE", &output)
+    });
+    let expected = format!("[0,[{}]]\n", vec![element; count].join(","));
+    assert_output(&outcome, &output, &expected);
+    // Objects out of order at every level, each put in order in turn, with
+    // all it holds: the sorted form is each key's members swapped.
+    let open = r#"{"b":0,"a":"#.repeat(124);
+    let element = format!("{open}0{}", "}".repeat(124));
+    let (body, count) = filled(r#"{"data":[[0,["#, ",", |_| element.clone(), "]]]}");
+    let outcome = run_sized("nested 128 deep, out of order", "200 OK", &body, |job| {
+        job.env("OUTPUT_FILE", &output)
+    });
+    let sorted = format!("{}0{}", r#"{"a":"#.repeat(124), r#","b":0}"#.repeat(124));
+    let expected = format!("[0,[{}]]\n", vec![sorted; count].join(","));
+    assert_output(&outcome, &output, &expected);
+}
+
+#[test]
+fn a_10_mib_string_is_decoded_and_logged_in_time() {
+    let piece = |i: usize| format!("Bob said Hello {i} é 日本 🦀 ");
+    let (body, count) = filled(r#"{"data":[[0,""#, "", piece, r#""]]}"#);
+    let outcome = run_sized("one long string", "200 OK", &body, |job| job);
+    assert_eq!(outcome.code, Some(0), "{:?}", outcome.errors());
+    let text: String = (0..count).map(piece).collect();
+    assert_succeeds(&outcome, &format!(": {text}"));
+}
+
+#[test]
+fn a_string_of_escapes_only_is_re_encoded_in_time() {
+    let escapes = r#"\u00e9\"\\\/\t\ud83e\udd80"#;
+    let (body, count) = filled(r#"{"data":[[0,""#, "", |_| escapes.into(), r#""]]}"#);
+    let dir = TempDir::new("escapes");
+    let output = dir.join("out.jsonl");
+    let outcome = run_sized("escapes", "200 OK", &body, |job| {
+        job.env("OUTPUT_FILE", &output)
+    });
+    let expected = format!("[0,\"{}\"]\n", r#"é\"\\/\t🦀"#.repeat(count));
+    assert_output(&outcome, &output, &expected);
+}
+
+#[test]
+fn a_reply_of_100000_values_to_re_encode_is_decoded_in_time() {
+    let value = |pad: &str| {
+        format!(r#"{{"b": [1.5, -0, 2e3, 1E-2], "a": "\u0041\/{pad}", "c": {{"z": null}}}}"#)
+    };
+    let all: Vec<usize> = (0..ROWS).collect();
+    let (body, pad) = padded_rows(&all, |i, pad| format!("[ {i}, {} ]", value(pad)));
+    let compact = miniserde::json::to_string(
+        &miniserde::json::from_str::<miniserde::json::Value>(&value(&pad)).expect("JSON"),
+    );
+    let dir = TempDir::new("recode");
+    let output = dir.join("out.jsonl");
+    let outcome = run_sized("100,000 values to re-encode", "200 OK", &body, |job| {
+        with_rows(job, &dir).env("OUTPUT_FILE", &output)
+    });
+    let expected: String = (0..ROWS).map(|i| format!("[{i},{compact}]\n")).collect();
+    assert_output(&outcome, &output, &expected);
+}
+
+#[test]
+fn a_value_with_half_a_million_keys_out_of_order_is_re_encoded_in_time() {
+    // Keys in descending order: miniserde prints them sorted.
+    let key = |i: usize| format!("\"k{:010}\":{}", u32::MAX as usize - i, i % 10);
+    let (body, count) = filled(r#"{"data":[[0,{"#, ",", key, "}]]}");
+    assert!(count > 500_000, "{count} keys");
+    let dir = TempDir::new("object");
+    let output = dir.join("out.jsonl");
+    let outcome = run_sized("an object of many keys", "200 OK", &body, |job| {
+        job.env("OUTPUT_FILE", &output)
+    });
+    let sorted: Vec<String> = (0..count).rev().map(key).collect();
+    let expected = format!("[0,{{{}}}]\n", sorted.join(","));
+    assert_output(&outcome, &output, &expected);
+}
+
+#[test]
+fn numbers_by_the_million_or_of_a_million_digits_are_read_in_time() {
+    let dir = TempDir::new("numbers");
+    let output = dir.join("out.jsonl");
+    // Each with a fraction, so each is read by miniserde, then re-encoded.
+    let (body, count) = filled(r#"{"data":[[0,["#, ",", |_| "0.5".into(), "]]]}");
+    let outcome = run_sized("a million fractions", "200 OK", &body, |job| {
+        job.env("OUTPUT_FILE", &output)
+    });
+    let expected = format!("[0,[{}]]\n", vec!["0.5"; count].join(","));
+    assert_output(&outcome, &output, &expected);
+    let (body, _) = filled(r#"{"data":[[0,1."#, "", |_| "0".into(), "1]]}");
+    let outcome = run_sized("a fraction of 10 MiB", "200 OK", &body, |job| {
+        job.env("OUTPUT_FILE", &output)
+    });
+    assert_output(&outcome, &output, "[0,1.0]\n");
+    let (body, _) = filled(r#"{"data":[[0,1"#, "", |_| "0".into(), "]]}");
+    let outcome = run_sized("an integer of 10 MiB", "200 OK", &body, |job| job);
+    let shown = format!("1{}", "0".repeat(39));
+    outcome.assert_fails(
+        76,
+        &format!("reply holds the number {shown} (at byte 12), too large for a 64-bit float"),
+    );
+}
+
+#[test]
+fn a_10_mib_body_is_refused_in_time() {
+    let text = |i: usize| format!("Bob said Hello {i} ");
+    let (body, _) = filled(r#"{"data":[[0,"x"]],"other":""#, "", text, "\"}!");
+    run_sized("not JSON at its last byte", "200 OK", &body, |job| job).assert_fails(
+        76,
+        "reply is not valid JSON: \"{\\\"data\\\":[[0,\\\"x\\\"]]",
+    );
+    let (body, _) = filled(r#"{"data":[[0,""#, "", text, "");
+    run_sized("cut short", "200 OK", &body, |job| job).assert_fails(
+        76,
+        &format!(
+            "reply ends before its JSON is complete, after {} bytes",
+            body.len()
+        ),
+    );
+    let (body, _) = filled("", "", text, "");
+    run_sized("HTTP 500", "500 Internal Server Error", &body, |job| job)
+        .assert_fails(76, "HTTP 500: \"Bob said Hello 0 Bob said Hello 1 ");
+    // The password is a...ab: a window-by-window search for it compares
+    // nearly all of it at every byte of this body.
+    let body = vec![b'a'; MAX_RESPONSE_BYTES];
+    let outcome = run_sized("the password, nearly, everywhere", "200 OK", &body, |job| {
+        job
+    });
+    outcome.assert_fails(
+        76,
+        &format!("reply is not valid JSON: \"{}\"...", "a".repeat(200)),
+    );
 }

@@ -269,6 +269,22 @@ pub fn canned(reply: impl Into<Vec<u8>>) -> SocketAddr {
     })
 }
 
+/// Like `canned`, for one connection only: the reply is let go once written,
+/// so that a large one does not stay for the rest of the test process.
+pub fn canned_once(reply: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        if read_raw_request(&stream).is_some() {
+            let _ = stream.write_all(&reply);
+        }
+    });
+    addr
+}
+
 /// The header line of a JSON body, for `http_reply`.
 pub const JSON: &str = "Content-Type: application/json\r\n";
 

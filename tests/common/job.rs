@@ -139,7 +139,14 @@ impl Job {
     /// traced instead, stopped as it exits (while its memory still exists),
     /// and its peak read from /proc (VmHWM). Where tracing is not allowed,
     /// this falls back to the upper bound.
-    pub fn run_with_rss(mut self) -> (Outcome, u64) {
+    pub fn run_with_rss(self) -> (Outcome, u64) {
+        let (outcome, usage) = self.run_with_usage();
+        (outcome, usage.peak_rss_kib)
+    }
+
+    /// Runs the job to the end as `run_with_rss` does, and also returns the
+    /// CPU time it used.
+    pub fn run_with_usage(mut self) -> (Outcome, Usage) {
         // SAFETY: ptrace is async-signal-safe; nothing is allocated between
         // fork and exec.
         unsafe {
@@ -153,9 +160,46 @@ impl Job {
         // Drain the pipes first: a job blocked on a full pipe never exits.
         let output = read_output(&mut child);
         let peak = trace_to_exit(child.id() as libc::pid_t);
-        let (outcome, upper_bound) = wait_with_peak_rss(child, output, started);
-        (outcome, peak.unwrap_or(upper_bound))
+        let (outcome, usage) = wait_with_usage(child, output, started);
+        let usage = Usage {
+            peak_rss_kib: peak.unwrap_or(usage.peak_rss_kib),
+            ..usage
+        };
+        (outcome, usage)
     }
+
+    /// Makes the kernel stop the job once it has used `seconds` of CPU
+    /// (RLIMIT_CPU: SIGXCPU, then SIGKILL a second later), so that a job
+    /// that would spin for minutes ends a test in seconds.
+    pub fn cpu_limit(mut self, seconds: u64) -> Job {
+        let limit = libc::rlimit {
+            rlim_cur: seconds,
+            rlim_max: seconds + 1,
+        };
+        // SAFETY: setrlimit is async-signal-safe, and `limit` is a valid
+        // rlimit copied into the closure; nothing is allocated between fork
+        // and exec.
+        unsafe {
+            self.command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_CPU, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        self
+    }
+}
+
+/// What a finished job used, by the kernel's count.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Peak RSS in KiB: the job's own from `Job::run_with_usage`, an upper
+    /// bound from `finish_with_peak_rss` (see there).
+    pub peak_rss_kib: u64,
+    /// CPU time, user and system, of the job's process and all its threads.
+    pub cpu: Duration,
 }
 
 /// What a finished job did.
@@ -320,7 +364,8 @@ pub fn send_signal(child: &Child, signal: i32) {
 pub fn finish_with_peak_rss(child: Child, started: Instant) -> (Outcome, u64) {
     let mut child = child;
     let output = read_output(&mut child);
-    wait_with_peak_rss(child, output, started)
+    let (outcome, usage) = wait_with_usage(child, output, started);
+    (outcome, usage.peak_rss_kib)
 }
 
 type OutputReaders = (thread::JoinHandle<Vec<u8>>, thread::JoinHandle<Vec<u8>>);
@@ -332,7 +377,8 @@ fn read_output(child: &mut Child) -> OutputReaders {
     (drain(stdout), drain(stderr))
 }
 
-fn wait_with_peak_rss(child: Child, (out, err): OutputReaders, started: Instant) -> (Outcome, u64) {
+/// Reaps `child` with wait4, which also gives what the kernel counted for it.
+fn wait_with_usage(child: Child, (out, err): OutputReaders, started: Instant) -> (Outcome, Usage) {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data, zeroed and filled by wait4.
@@ -347,7 +393,14 @@ fn wait_with_peak_rss(child: Child, (out, err): OutputReaders, started: Instant)
         stderr: text(&err.join().unwrap_or_default()),
         elapsed: started.elapsed(),
     };
-    (outcome, usage.ru_maxrss as u64)
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    let usage = Usage {
+        peak_rss_kib: usage.ru_maxrss as u64,
+        cpu: time(usage.ru_utime) + time(usage.ru_stime),
+    };
+    (outcome, usage)
 }
 
 /// Follows a child that asked to be traced (PTRACE_TRACEME) until it is
