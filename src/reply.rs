@@ -325,7 +325,8 @@ fn scan_reply(
     scanner.finish()?;
     if let Some(key) = others.first_repeat() {
         return Ok(Some(BadReply::Message(format!(
-            "reply has the key {key:?} more than once"
+            "reply has the key {} more than once",
+            crate::logging::quoted(&key)
         ))));
     }
     if !data_seen {
