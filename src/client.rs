@@ -22,6 +22,7 @@ use ureq::http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use ureq::unversioned::transport::TcpConnector;
 
 use crate::config::{Config, ServiceUrl};
+use crate::decimal;
 use crate::error::Error;
 use crate::logging;
 use crate::reply::{BadReply, Reply, preview};
@@ -69,9 +70,8 @@ pub struct Client {
 struct Exchange<'a> {
     method: Method,
     body: &'a [u8],
-    headers: &'a HeaderMap,
-    /// The batch's id, for log lines.
-    batch: &'a str,
+    /// The batch's id, as its header sends it.
+    batch_id: &'a HeaderValue,
 }
 
 /// A service's answer to an exchange that went well.
@@ -156,7 +156,8 @@ impl Client {
             .input_buffer_size(MAX_HEADER_BYTES + 4096)
             .output_buffer_size(MAX_HEADER_BYTES)
             .build();
-        let mut headers = HeaderMap::with_capacity(6);
+        let mut headers = HeaderMap::with_capacity(7);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(FORMAT, HeaderValue::from_static("json"));
         headers.insert(FORMAT_VERSION, HeaderValue::from_static("1.0"));
         // Checked by the configuration: visible ASCII, so a valid value.
@@ -216,27 +217,19 @@ impl Client {
         reply: &mut Reply,
         attempts: &dyn Attempts,
     ) -> Result<(), Error> {
-        let batch = self.batch_id(sent);
-        let mut headers = self.headers.clone();
-        if let Ok(value) = HeaderValue::from_str(&batch) {
-            headers.insert(BATCH_ID, value);
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let batch_id = self.batch_id(sent);
         let post = Exchange {
             method: Method::POST,
             body,
-            headers: &headers,
-            batch: &batch,
+            batch_id: &batch_id,
         };
         if self.exchange(&post, sent, reply, attempts)? == Answer::Rows {
             return Ok(());
         }
-        headers.remove(CONTENT_TYPE);
         let poll = Exchange {
             method: Method::GET,
             body: &[],
-            headers: &headers,
-            batch: &batch,
+            batch_id: &batch_id,
         };
         self.poll(&poll, sent, reply, attempts)
     }
@@ -244,9 +237,15 @@ impl Client {
     /// The id of the batch of rows `sent`: the query id, the first row's
     /// index and the number of rows, unique to the batch in this run and
     /// the same on every retry and poll of it.
-    fn batch_id(&self, sent: &[u64]) -> String {
-        let first = sent.first().copied().unwrap_or(0);
-        format!("{}:{first}:{}", self.query_id, sent.len())
+    fn batch_id(&self, sent: &[u64]) -> HeaderValue {
+        let mut id = Vec::with_capacity(self.query_id.len() + 24);
+        id.extend_from_slice(self.query_id.as_bytes());
+        id.push(b':');
+        decimal::push_u64(&mut id, sent.first().copied().unwrap_or(0));
+        id.push(b':');
+        decimal::push_u64(&mut id, sent.len() as u64);
+        // The query id is visible ASCII, checked by the configuration.
+        HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static(""))
     }
 
     /// Polls an accepted batch until its rows come, with a growing delay,
@@ -268,7 +267,7 @@ impl Client {
             if left.is_zero() {
                 return Err(Error::Unfinished {
                     url: self.url.to_string(),
-                    batch: poll.batch.to_owned(),
+                    batch: shown(poll.batch_id).to_owned(),
                     polls,
                     limit: self.async_timeout,
                 });
@@ -276,7 +275,7 @@ impl Client {
             let wait = delay.min(left);
             log::debug!(
                 "Batch {} accepted and not finished (HTTP 202); polling in {}",
-                poll.batch,
+                shown(poll.batch_id),
                 Seconds(wait)
             );
             std::thread::sleep(wait);
@@ -380,7 +379,14 @@ impl Client {
         let mut request = Request::new(());
         *request.method_mut() = exchange.method.clone();
         *request.uri_mut() = self.url.uri().clone();
-        *request.headers_mut() = exchange.headers.clone();
+        // Every request's headers, and the batch's id; a poll has no body,
+        // so no Content-Type either.
+        let headers = request.headers_mut();
+        *headers = self.headers.clone();
+        headers.insert(BATCH_ID, exchange.batch_id.clone());
+        if exchange.method == Method::GET {
+            headers.remove(CONTENT_TYPE);
+        }
         let own_limits = limits.new_connection
             || limits.connect != self.connect_timeout
             || limits.request != self.request_timeout;
@@ -400,7 +406,7 @@ impl Client {
             "{} {} batch {} ({} bytes)",
             exchange.method,
             self.url,
-            exchange.batch,
+            shown(exchange.batch_id),
             exchange.body.len()
         );
         // A GET polls with no body at all, as Snowflake's do.
@@ -578,6 +584,11 @@ impl Client {
             format!("within {setting}={}", Seconds(configured))
         }
     }
+}
+
+/// A batch id as log lines show it.
+fn shown(batch_id: &HeaderValue) -> &str {
+    batch_id.to_str().unwrap_or_default()
 }
 
 /// Exponential from 100 ms, capped at 5 s, with "equal jitter": half the step

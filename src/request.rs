@@ -118,6 +118,7 @@ impl RowHead {
         &self.buffer[from..to]
     }
 
+    #[inline(always)]
     fn count_up(&mut self) {
         let mut at = DIGITS_END - 1;
         loop {

@@ -28,6 +28,14 @@ pub fn binary() -> PathBuf {
     }
 }
 
+/// Whether the suites run against a binary that ships (`S2S_BINARY`), built
+/// without the trace level: its `trace!` calls, ureq's among them, are
+/// compiled out (log's `release_max_level_debug`), so RUST_LOG=trace shows
+/// what debug does.
+pub fn shipped() -> bool {
+    std::env::var_os("S2S_BINARY").is_some_and(|path| !path.is_empty())
+}
+
 /// The job as a process, with a clean environment except what a test sets.
 pub struct Job {
     command: Command,
