@@ -43,6 +43,13 @@ fn run_returns_with_every_request_thread_ended() {
         })
         .unwrap();
         job::run(&config).unwrap();
+        // Every request thread has finished its work when run returns (it
+        // waits for them); the kernel may take a moment more to take the
+        // threads' last traces out of /proc.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while threads() != before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(threads(), before, "CONCURRENCY={concurrency}");
         let written = std::fs::read_to_string(&output).unwrap();
         assert_eq!(written.lines().count(), 500);
