@@ -38,10 +38,40 @@ struct Run {
     output_file: Option<String>,
 }
 
+/// `text` with the 16 hex digits that make a temporary file's name unique
+/// to its run (`.NAME.<16 hex digits>.tmp`) replaced by `<unique>`.
+fn without_unique_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(".tmp") {
+        let (before, after) = rest.split_at(at);
+        let unique = before.len() >= 17
+            && before.as_bytes()[before.len() - 17] == b'.'
+            && before[before.len() - 16..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit());
+        if unique {
+            out.push_str(&before[..before.len() - 16]);
+            out.push_str("<unique>");
+        } else {
+            out.push_str(before);
+        }
+        out.push_str(".tmp");
+        rest = &after[4..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Runs `binary` with exactly `vars` (plus PATH) and `args`, in `dir`.
 fn run(binary: &Path, dir: &Path, vars: &[(&str, String)], args: &[&str]) -> Run {
     let mut cmd = Command::new(binary);
-    cmd.env_clear().current_dir(dir).args(args);
+    // One query id for both builds, whose logs are compared line by line;
+    // a case may set its own.
+    cmd.env_clear()
+        .current_dir(dir)
+        .args(args)
+        .env("QUERY_ID", "tiny-and-stable");
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -52,7 +82,7 @@ fn run(binary: &Path, dir: &Path, vars: &[(&str, String)], args: &[&str]) -> Run
         .and_then(|(_, v)| fs::read_to_string(dir.join(v.replace("{index}", "0"))).ok());
     Run {
         code: out.status.code(),
-        stdout: without_timestamps(&text(&out.stdout)),
+        stdout: without_unique_names(&without_timestamps(&text(&out.stdout))),
         stderr: without_timestamps(&text(&out.stderr)),
         output_file,
     }
