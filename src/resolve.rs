@@ -14,8 +14,7 @@
 
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ureq::config::Config as AgentConfig;
@@ -116,18 +115,38 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
 /// the thread finishes on its own and its answer is dropped.
 fn lookup_within(host: &str, timeout: NextTimeout) -> Result<Vec<IpAddr>, ureq::Error> {
     let failed = |message: String| ureq::Error::Io(std::io::Error::other(message));
-    let (answer, answered) = mpsc::sync_channel(1);
+    let answer = Arc::new(Answer::default());
+    let given = Arc::clone(&answer);
     let name = host.to_owned();
-    std::thread::spawn(move || answer.send(lookup(&name)).ok());
-    let answer = match timeout.not_zero() {
-        Some(left) => answered.recv_timeout(*left).ok(),
-        None => answered.recv().ok(),
-    };
-    match answer {
+    std::thread::spawn(move || given.give(lookup(&name)));
+    // No timeout at all: wait as long as the lookup takes.
+    let left = timeout.not_zero().map_or(Duration::MAX, |left| *left);
+    let found = answer.found.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut found, _) = answer
+        .ready
+        .wait_timeout_while(found, left, |found| found.is_none())
+        .unwrap_or_else(PoisonError::into_inner);
+    match found.take() {
         Some(found) => found.map_err(failed),
         None => Err(failed(format!(
             "DNS lookup of {host} did not finish within REQUEST_TIMEOUT"
         ))),
+    }
+}
+
+/// Where a lookup thread leaves its answer for the attempt waiting on it.
+/// (Not a channel: std's channels cost kilobytes of binary for this one
+/// use.)
+#[derive(Default)]
+struct Answer {
+    found: Mutex<Option<Result<Vec<IpAddr>, String>>>,
+    ready: Condvar,
+}
+
+impl Answer {
+    fn give(&self, found: Result<Vec<IpAddr>, String>) {
+        *self.found.lock().unwrap_or_else(PoisonError::into_inner) = Some(found);
+        self.ready.notify_one();
     }
 }
 
