@@ -111,7 +111,9 @@ impl Reply {
             // Where the reservation cannot be had, the buffer grows as
             // bytes come instead, and reading fails if even that runs out.
             let _ = self.body.try_reserve_exact(rest.saturating_add(1));
-            reader.read_to_end(&mut self.body)?;
+            // Through `take` again, with no limit of its own: one
+            // `read_to_end` in the binary, not two.
+            (&mut reader).take(u64::MAX).read_to_end(&mut self.body)?;
         }
         Ok(())
     }
