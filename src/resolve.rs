@@ -35,13 +35,12 @@ const MAX_NDOTS: usize = 15;
 /// answer unused. In a batch job that thread cost more CPU than the rows
 /// themselves, so answers are reused for a few seconds, and dropped at once
 /// when an attempt fails (the service may have moved).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ResolveCache {
     last: Mutex<Option<Lookup>>,
 }
 
 /// One lookup's answer: for which `host:port`, and when.
-#[derive(Debug)]
 struct Lookup {
     authority: String,
     at: Instant,
@@ -57,8 +56,15 @@ impl ResolveCache {
 }
 
 /// ureq's resolver, answering from the shared cache.
-#[derive(Debug)]
 pub struct CachingResolver(pub Arc<ResolveCache>);
+
+/// ureq asks its resolver for `Debug`; the cache's answers are left out
+/// (a derived `Debug` would link formatters for them that nothing uses).
+impl std::fmt::Debug for CachingResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CachingResolver")
+    }
+}
 
 impl Resolver for CachingResolver {
     fn resolve(
