@@ -269,16 +269,18 @@ impl Search {
         if host.ends_with('.') {
             return vec![host.to_owned()];
         }
-        let searched = self
+        let mut names: Vec<String> = self
             .domains
             .iter()
-            .map(|domain| format!("{host}.{domain}."));
+            .map(|domain| format!("{host}.{domain}."))
+            .collect();
         let as_is = format!("{host}.");
         if host.matches('.').count() >= self.ndots {
-            std::iter::once(as_is).chain(searched).collect()
+            names.insert(0, as_is);
         } else {
-            searched.chain(std::iter::once(as_is)).collect()
+            names.push(as_is);
         }
+        names
     }
 }
 
