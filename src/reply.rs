@@ -22,6 +22,7 @@
 mod reference;
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Read;
 use std::ops::Range;
 
@@ -157,20 +158,23 @@ impl Reply {
         if let Some(problem) = problem {
             return Err(problem);
         }
-        let missing: Vec<u64> = sent
-            .iter()
-            .zip(&self.values)
-            .filter(|(_, value)| value.is_none())
-            .map(|(index, _)| *index)
-            .collect();
-        if !missing.is_empty() {
-            let shown: Vec<String> = missing.iter().take(5).map(u64::to_string).collect();
-            let more = if missing.len() > 5 { ", ..." } else { "" };
+        // The first five indices without a reply, and how many there are.
+        let (mut missing, mut shown) = (0, String::new());
+        for (index, value) in sent.iter().zip(&self.values) {
+            if value.is_none() {
+                missing += 1;
+                if missing <= 5 {
+                    let comma = if missing > 1 { ", " } else { "" };
+                    let _ = write!(shown, "{comma}{index}");
+                }
+            }
+        }
+        if missing > 0 {
+            let more = if missing > 5 { ", ..." } else { "" };
             return Err(BadReply::Message(format!(
-                "reply has {} row(s) for {} sent; no reply for index {}{more}",
-                sent.len() - missing.len(),
+                "reply has {} row(s) for {} sent; no reply for index {shown}{more}",
+                sent.len() - missing,
                 sent.len(),
-                shown.join(", ")
             )));
         }
         self.recode()
