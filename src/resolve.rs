@@ -13,6 +13,7 @@
 //! to one version.
 
 use std::ffi::{CStr, CString};
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -168,21 +169,22 @@ fn lookup(host: &str) -> Result<Vec<IpAddr>, String> {
     let search = std::fs::read_to_string("/etc/resolv.conf")
         .map(|text| Search::parse(&text))
         .unwrap_or_default();
-    let mut failures = Vec::new();
-    for name in search.candidates(host) {
-        let outcome = match getaddrinfo(&name, libc::AF_INET) {
-            Err(libc::EAI_NODATA) => getaddrinfo(&name, libc::AF_UNSPEC),
+    // The error, to which each name that fails adds itself.
+    let mut failed = format!("DNS lookup of {host} failed: ");
+    for (n, name) in search.candidates(host).iter().enumerate() {
+        let outcome = match getaddrinfo(name, libc::AF_INET) {
+            Err(libc::EAI_NODATA) => getaddrinfo(name, libc::AF_UNSPEC),
             other => other,
         };
         match outcome {
             Ok(found) => return Ok(found),
-            Err(code) => failures.push(format!("{name} {}", describe(code))),
+            Err(code) => {
+                let comma = if n > 0 { ", " } else { "" };
+                let _ = write!(failed, "{comma}{name} {}", describe(code));
+            }
         }
     }
-    Err(format!(
-        "DNS lookup of {host} failed: {}",
-        failures.join(", ")
-    ))
+    Err(failed)
 }
 
 fn describe(code: i32) -> String {
