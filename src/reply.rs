@@ -106,17 +106,20 @@ impl Reply {
         }
         self.body.clear();
         self.values.clear();
-        let read = (&mut reader).take(GROWN).read_to_end(&mut self.body)?;
-        if read as u64 == GROWN {
+        // The first 64 KiB, then the rest: one `read_to_end` in the binary
+        // for both, through `take`, the second time with no limit of its own.
+        let mut take = GROWN;
+        loop {
+            let read = (&mut reader).take(take).read_to_end(&mut self.body)?;
+            if take != GROWN || read as u64 != GROWN {
+                return Ok(());
+            }
             let rest = usize::try_from(limit.saturating_sub(GROWN)).unwrap_or(usize::MAX);
             // Where the reservation cannot be had, the buffer grows as
             // bytes come instead, and reading fails if even that runs out.
             let _ = self.body.try_reserve_exact(rest.saturating_add(1));
-            // Through `take` again, with no limit of its own: one
-            // `read_to_end` in the binary, not two.
-            (&mut reader).take(u64::MAX).read_to_end(&mut self.body)?;
+            take = u64::MAX;
         }
-        Ok(())
     }
 
     /// Checks the body as the reply to rows with the indices `sent`
