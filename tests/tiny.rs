@@ -42,6 +42,9 @@ struct Run {
 fn run(binary: &Path, dir: &Path, vars: &[(&str, String)], args: &[&str]) -> Run {
     let mut cmd = Command::new(binary);
     cmd.env_clear().current_dir(dir).args(args);
+    // Unset, the query id is a random UUID, in the first line and in every
+    // batch id: both builds get the same one, unless the case sets its own.
+    cmd.env("QUERY_ID", "tiny-parity");
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -64,6 +67,7 @@ fn run(binary: &Path, dir: &Path, vars: &[(&str, String)], args: &[&str]) -> Run
 fn comparable(log: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     for line in log.lines() {
+        let line = &without_unique_names(line);
         if line.contains("] [WARNING] ") {
             let masked = "service-to-service [TIME] [WARNING] <one or more retries>".to_string();
             if out.last() != Some(&masked) {
@@ -86,6 +90,28 @@ fn comparable(log: &str) -> String {
         }
     }
     out.join("\n")
+}
+
+/// `line` with the 16 hex digits that make each run's temporary file name
+/// unique (`.NAME.<digits>.tmp`) masked.
+fn without_unique_names(line: &str) -> String {
+    const MASK: &str = "<unique>";
+    let mut out = line.to_string();
+    let mut from = 0;
+    while let Some(at) = out[from..].find(".tmp") {
+        let end = from + at;
+        let start = end.saturating_sub(16);
+        let unique = end > 16
+            && out.as_bytes()[start - 1] == b'.'
+            && out[start..end].bytes().all(|b| b.is_ascii_hexdigit());
+        if unique {
+            out.replace_range(start..end, MASK);
+            from = start + MASK.len() + 4;
+        } else {
+            from = end + 4;
+        }
+    }
+    out
 }
 
 #[test]
