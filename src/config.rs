@@ -5,6 +5,7 @@
 //! in a specification fails the job at once with exit 64 instead of after the
 //! retry deadline.
 
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -363,13 +364,20 @@ impl Config {
 /// Accepts `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds (`1.5`).
 pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
     let text = text.trim();
-    let expected = "expected a duration such as 250ms, 5s, 2m or a number of seconds";
-    let shown = || logging::quoted(text);
     if text.is_empty() {
-        return Err(format!("is empty; {expected}"));
+        return Err(format!("is empty; {EXPECTED_DURATION}"));
     }
+    duration_of(text, zero_ok).map_err(|problem| format!("{} {problem}", logging::quoted(text)))
+}
+
+/// What a message about a bad duration says would be right.
+const EXPECTED_DURATION: &str = "expected a duration such as 250ms, 5s, 2m or a number of seconds";
+
+/// The duration `text` (not empty) gives, or what is wrong with it, to
+/// follow it in a message.
+fn duration_of(text: &str, zero_ok: bool) -> Result<Duration, Cow<'static, str>> {
     if text.starts_with('-') {
-        return Err(format!("{} is negative; {expected}", shown()));
+        return Err(format!("is negative; {EXPECTED_DURATION}").into());
     }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -381,43 +389,36 @@ pub fn parse_duration(text: &str, zero_ok: bool) -> Result<Duration, String> {
         "m" => 60_000_000_000,
         "h" => 3_600_000_000_000,
         _ => {
-            return Err(format!(
-                "{} has unknown unit {}; use ms, s, m or h",
-                shown(),
-                logging::quoted(unit)
-            ));
+            let unit = logging::quoted(unit);
+            return Err(format!("has unknown unit {unit}; use ms, s, m or h").into());
         }
     };
-    // Whole and fractional digits by hand: exact, and no float parser in the binary.
-    let not_a_number = || format!("{} is not a number; {expected}", shown());
+    let too_large = "is too large; the most allowed is 24h";
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() && fraction.is_empty() || !digits_only(whole) || !digits_only(fraction) {
-        return Err(not_a_number());
+        return Err(format!("is not a number; {EXPECTED_DURATION}").into());
     }
     if whole.trim_start_matches('0').len() > 12 {
-        return Err(format!("{} is too large; the most allowed is 24h", shown()));
+        return Err(too_large.into());
     }
     let whole = &whole[whole.len().saturating_sub(12)..];
     let fraction = &fraction[..fraction.len().min(12)];
-    let whole_value: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| not_a_number())?
+    // Whole and fractional digits by hand: exact, and no float parser in
+    // the binary; at most twelve of each, so no overflow.
+    let value = |digits: &str| {
+        digits
+            .bytes()
+            .fold(0u128, |value, digit| value * 10 + u128::from(digit - b'0'))
     };
-    let fraction_value: u128 = if fraction.is_empty() {
-        0
-    } else {
-        fraction.parse().map_err(|_| not_a_number())?
-    };
-    let nanos = whole_value * nanos_per_unit
-        + fraction_value * nanos_per_unit / 10u128.pow(fraction.len() as u32);
+    let nanos = value(whole) * nanos_per_unit
+        + value(fraction) * nanos_per_unit / 10u128.pow(fraction.len() as u32);
     if nanos > MAX_DURATION.as_nanos() {
-        return Err(format!("{} is too large; the most allowed is 24h", shown()));
+        return Err(too_large.into());
     }
     let duration = Duration::from_nanos(nanos as u64);
     if duration.is_zero() && !zero_ok {
-        return Err(format!("{} is zero; it must be greater than zero", shown()));
+        return Err("is zero; it must be greater than zero".into());
     }
     Ok(duration)
 }
@@ -462,7 +463,9 @@ fn replica_path(name: &'static str, path: &str, shard: Shard) -> Result<PathBuf,
             "is empty; give a path or leave it unset",
         ));
     }
-    if shard.count > 1 && !path.contains("{index}") {
+    // `find`, not `contains`: for a short needle `str::contains` inlines a
+    // vectorised search of its own, where `find` calls the one linked anyway.
+    if shard.count > 1 && path.find("{index}").is_none() {
         return Err(Error::config(
             name,
             format!(

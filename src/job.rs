@@ -147,8 +147,8 @@ fn pump(config: &Config, client: &Client, senders: &mut Senders) -> Result<(), E
         };
         result?;
         let at = (slot.seq - next_to_write) as usize;
-        if waiting.len() <= at {
-            waiting.resize_with(at + 1, || None);
+        while waiting.len() <= at {
+            waiting.push_back(None);
         }
         waiting[at] = Some(slot);
         while let Some(Some(slot)) = waiting.front() {

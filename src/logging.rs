@@ -36,19 +36,25 @@ const LOGGER_NAME: &str = "service-to-service";
 /// report the error the same way as every other one.
 pub fn init() -> Result<(), Error> {
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
-    let checked = check_spec(&spec);
-    let spec = if checked.is_ok() { spec.as_str() } else { "" };
+    let directives = directives(&spec);
     // Only fails if a logger is already set, which would be a bug in main.
-    let _ = builder(spec).try_init();
-    checked
+    let _ = builder(directives.as_deref().unwrap_or_default()).try_init();
+    directives.map(drop)
 }
 
-/// The logger for a `RUST_LOG` that `check_spec` accepted.
-fn builder(spec: &str) -> env_logger::Builder {
+/// The logger for `RUST_LOG`'s directives.
+fn builder(directives: &[Directive]) -> env_logger::Builder {
     let mut builder = env_logger::Builder::new();
+    builder.filter_level(LevelFilter::Info);
+    // In order, as env_logger's own parser would add them: a later
+    // directive for the same module replaces an earlier one.
+    for &(module, level) in directives {
+        match module {
+            Some(module) => builder.filter_module(module, level),
+            None => builder.filter_level(level),
+        };
+    }
     builder
-        .filter_level(LevelFilter::Info)
-        .parse_filters(spec)
         // At trace, ureq-proto hex-dumps every byte sent and received, the
         // Authorization header (the URL's password in base64) included.
         // Requests and replies are still logged at debug, by ureq. A later
@@ -162,27 +168,35 @@ fn escapes(c: char) -> bool {
         | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Accepts comma-separated `level` or `module=level` directives. env_logger
-/// took a bare word as a module name, so `RUST_LOG=verbose` would
-/// quietly log nothing; we refuse it, like every other bad setting.
-fn check_spec(spec: &str) -> Result<(), Error> {
+/// One directive of `RUST_LOG`: the level of one module (and those under
+/// it), or of all.
+type Directive<'a> = (Option<&'a str>, LevelFilter);
+
+/// The comma-separated `level` or `module=level` directives of `RUST_LOG`.
+/// env_logger's own parser would take a bare word as a module name, so
+/// `RUST_LOG=verbose` would quietly log nothing, and a `/` as the start of
+/// a message filter: both are refused, like every other bad setting.
+fn directives(spec: &str) -> Result<Vec<Directive<'_>>, Error> {
+    let mut directives = Vec::new();
     for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let level = match directive.split_once('=') {
-            Some((_, level)) => level,
-            None if directive.parse::<LevelFilter>().is_ok() => continue,
-            None => "",
+        let (module, level) = match directive.split_once('=') {
+            Some((module, level)) => (Some(module), level.trim()),
+            None => (None, directive),
         };
-        if level.trim().parse::<LevelFilter>().is_err() {
-            return Err(Error::config(
-                "RUST_LOG",
-                format!(
-                    "{} is not a log level; use error, warn, info, debug, trace or off",
-                    quoted(directive)
-                ),
-            ));
+        match level.parse() {
+            Ok(level) if !directive.contains('/') => directives.push((module, level)),
+            _ => {
+                return Err(Error::config(
+                    "RUST_LOG",
+                    format!(
+                        "{} is not a log level; use error, warn, info, debug, trace or off",
+                        quoted(directive)
+                    ),
+                ));
+            }
         }
     }
-    Ok(())
+    Ok(directives)
 }
 
 fn python_level_name(level: Level) -> &'static str {
@@ -205,6 +219,10 @@ mod tests {
         assert_eq!(python_level_name(Level::Error), "ERROR");
     }
 
+    fn logger_for(spec: &str) -> env_logger::Logger {
+        builder(&directives(spec).unwrap()).build()
+    }
+
     /// The most verbose level `logger` logs for `target`.
     fn level_for(logger: &env_logger::Logger, target: &str) -> LevelFilter {
         use log::Log;
@@ -225,23 +243,23 @@ mod tests {
 
     #[test]
     fn the_most_specific_directive_decides() {
-        let logger = builder("").build();
+        let logger = builder(&[]).build();
         assert_eq!(
             level_for(&logger, "service_to_service::job"),
             LevelFilter::Info
         );
         assert_eq!(level_for(&logger, "ureq_proto::util"), LevelFilter::Off);
         assert_eq!(logger.filter(), LevelFilter::Info);
-        let logger = builder("debug, ureq=trace,ureq::pool=warn,ureq_proto=trace,DEBUG").build();
+        let logger = logger_for("debug, ureq=trace,ureq::pool=warn,ureq_proto=trace,DEBUG");
         assert_eq!(level_for(&logger, "service_to_service"), LevelFilter::Debug);
         assert_eq!(level_for(&logger, "ureq::run"), LevelFilter::Trace);
         assert_eq!(level_for(&logger, "ureq::pool"), LevelFilter::Warn);
         assert_eq!(level_for(&logger, "ureq_proto::client"), LevelFilter::Trace);
         assert_eq!(level_for(&logger, "ureq_proto::util"), LevelFilter::Off);
         assert_eq!(logger.filter(), LevelFilter::Trace);
-        let logger = builder("ureq_proto::util=trace,off").build();
+        let logger = logger_for("ureq_proto::util=trace,off");
         assert_eq!(level_for(&logger, "ureq_proto::util"), LevelFilter::Off);
-        let logger = builder("off,service_to_service=info,service_to_service=error").build();
+        let logger = logger_for("off,service_to_service=info,service_to_service=error");
         assert_eq!(level_for(&logger, "ureq::run"), LevelFilter::Off);
         assert_eq!(
             level_for(&logger, "service_to_service::job"),
@@ -289,7 +307,7 @@ mod tests {
             }
         }
         let written = Shared::default();
-        let logger = builder("")
+        let logger = builder(&[])
             .target(env_logger::Target::Pipe(Box::new(written.clone())))
             .build();
         let forged = "x\nservice-to-service [2026-01-01 00:00:00,000] [ERROR] forged\u{2028}\\";
@@ -321,10 +339,19 @@ mod tests {
             "service_to_service=debug",
             "ureq=trace,info",
         ] {
-            assert!(check_spec(good).is_ok(), "{good:?}");
+            assert!(directives(good).is_ok(), "{good:?}");
         }
-        for bad in ["verbose", "ureq", "ureq=loud", "a b"] {
-            let e = check_spec(bad).unwrap_err();
+        for bad in [
+            "verbose",
+            "ureq",
+            "ureq=loud",
+            "a b",
+            "ureq=",
+            "a=b=info",
+            "info/Hello",
+            "ureq/x=info",
+        ] {
+            let e = directives(bad).unwrap_err();
             assert_eq!(e.exit_code(), 64);
         }
     }

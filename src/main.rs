@@ -50,9 +50,12 @@ fn answer_command_line() -> Option<ExitCode> {
             Some(ExitCode::SUCCESS)
         }
         _ => {
+            // Quoted as configuration errors quote values (`{:?}` of an
+            // OsString would link a formatter of its own for this line).
             eprintln!(
-                "service-to-service: unexpected argument {argument:?}; settings come from \
-                 environment variables, see --help"
+                "service-to-service: unexpected argument {}; settings come from \
+                 environment variables, see --help",
+                logging::quoted(&argument.to_string_lossy())
             );
             Some(ExitCode::from(64))
         }

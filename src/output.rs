@@ -42,7 +42,7 @@ impl AtomicFile {
         let mut temp_name = OsString::from(".");
         temp_name.push(name);
         temp_name.push(format!(".{:016x}.tmp", random::number()));
-        let temp = destination.with_file_name(temp_name);
+        let temp = beside(destination, &temp_name);
         let mut file = AtomicFile {
             setting,
             temp,
@@ -155,6 +155,12 @@ impl AtomicFile {
     }
 }
 
+/// `name` in the directory of `destination`, a path that names a file:
+/// `with_file_name`, by `join`, which the leftovers' paths link anyway.
+fn beside(destination: &Path, name: &OsStr) -> PathBuf {
+    destination.parent().unwrap_or(Path::new("")).join(name)
+}
+
 /// Removes what earlier runs left for `destination` (its file name is
 /// `name`), logging each; a leftover that cannot be removed is only
 /// reported, since it no longer blocks anything.
@@ -168,7 +174,8 @@ fn remove_leftovers(destination: &Path, name: &OsStr) {
     let Ok(entries) = std::fs::read_dir(directory) else {
         return;
     };
-    for entry in entries.flatten() {
+    for entry in entries {
+        let Ok(entry) = entry else { continue };
         let file_name = entry.file_name();
         // Only regular files: never a directory, or what a link points at.
         if !is_leftover(name, &file_name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
@@ -235,6 +242,27 @@ impl Drop for AtomicFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_files_go_beside_their_destination() {
+        let name = OsStr::new(".out.jsonl.0123456789abcdef.tmp");
+        for destination in [
+            "out.jsonl",
+            "/data/out.jsonl",
+            "./out.jsonl",
+            "../out.jsonl",
+            "dir/out.jsonl/",
+            "a//b/./out.jsonl",
+            "/out.jsonl",
+        ] {
+            let destination = Path::new(destination);
+            assert_eq!(
+                beside(destination, name),
+                destination.with_file_name(name),
+                "{destination:?}"
+            );
+        }
+    }
 
     #[test]
     fn leftovers_are_this_destinations_temporary_names_only() {

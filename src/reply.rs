@@ -24,6 +24,7 @@
 mod reference;
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Read;
 use std::ops::Range;
 
@@ -108,15 +109,20 @@ impl Reply {
         }
         self.body.clear();
         self.values.clear();
-        let read = (&mut reader).take(GROWN).read_to_end(&mut self.body)?;
-        if read as u64 == GROWN {
+        // The first 64 KiB, then the rest: one `read_to_end` in the binary
+        // for both, through `take`, the second time with no limit of its own.
+        let mut take = GROWN;
+        loop {
+            let read = (&mut reader).take(take).read_to_end(&mut self.body)?;
+            if take != GROWN || read as u64 != GROWN {
+                return Ok(());
+            }
             let rest = usize::try_from(limit.saturating_sub(GROWN)).unwrap_or(usize::MAX);
             // Where the reservation cannot be had, the buffer grows as
             // bytes come instead, and reading fails if even that runs out.
             let _ = self.body.try_reserve_exact(rest.saturating_add(1));
-            reader.read_to_end(&mut self.body)?;
+            take = u64::MAX;
         }
-        Ok(())
     }
 
     /// Checks the body as the reply to rows with the indices `sent`
@@ -158,20 +164,23 @@ impl Reply {
         if let Some(problem) = problem {
             return Err(problem);
         }
-        let missing: Vec<u64> = sent
-            .iter()
-            .zip(&self.values)
-            .filter(|(_, value)| value.is_none())
-            .map(|(index, _)| *index)
-            .collect();
-        if !missing.is_empty() {
-            let shown: Vec<String> = missing.iter().take(5).map(u64::to_string).collect();
-            let more = if missing.len() > 5 { ", ..." } else { "" };
+        // The first five indices without a reply, and how many there are.
+        let (mut missing, mut shown) = (0, String::new());
+        for (index, value) in sent.iter().zip(&self.values) {
+            if value.is_none() {
+                missing += 1;
+                if missing <= 5 {
+                    let comma = if missing > 1 { ", " } else { "" };
+                    let _ = write!(shown, "{comma}{index}");
+                }
+            }
+        }
+        if missing > 0 {
+            let more = if missing > 5 { ", ..." } else { "" };
             return Err(BadReply::Message(format!(
-                "reply has {} row(s) for {} sent; no reply for index {}{more}",
-                sent.len() - missing.len(),
+                "reply has {} row(s) for {} sent; no reply for index {shown}{more}",
+                sent.len() - missing,
                 sent.len(),
-                shown.join(", ")
             )));
         }
         self.recode()

@@ -13,9 +13,9 @@
 //! to one version.
 
 use std::ffi::{CStr, CString};
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ureq::config::Config as AgentConfig;
@@ -36,13 +36,12 @@ const MAX_NDOTS: usize = 15;
 /// answer unused. In a batch job that thread cost more CPU than the rows
 /// themselves, so answers are reused for a few seconds, and dropped at once
 /// when an attempt fails (the service may have moved).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ResolveCache {
     last: Mutex<Option<Lookup>>,
 }
 
 /// One lookup's answer: for which `host:port`, and when.
-#[derive(Debug)]
 struct Lookup {
     authority: String,
     at: Instant,
@@ -58,8 +57,15 @@ impl ResolveCache {
 }
 
 /// ureq's resolver, answering from the shared cache.
-#[derive(Debug)]
 pub struct CachingResolver(pub Arc<ResolveCache>);
+
+/// ureq asks its resolver for `Debug`; the cache's answers are left out
+/// (a derived `Debug` would link formatters for them that nothing uses).
+impl std::fmt::Debug for CachingResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CachingResolver")
+    }
+}
 
 impl Resolver for CachingResolver {
     fn resolve(
@@ -116,18 +122,38 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
 /// the thread finishes on its own and its answer is dropped.
 fn lookup_within(host: &str, timeout: NextTimeout) -> Result<Vec<IpAddr>, ureq::Error> {
     let failed = |message: String| ureq::Error::Io(std::io::Error::other(message));
-    let (answer, answered) = mpsc::sync_channel(1);
+    let answer = Arc::new(Answer::default());
+    let given = Arc::clone(&answer);
     let name = host.to_owned();
-    std::thread::spawn(move || answer.send(lookup(&name)).ok());
-    let answer = match timeout.not_zero() {
-        Some(left) => answered.recv_timeout(*left).ok(),
-        None => answered.recv().ok(),
-    };
-    match answer {
+    std::thread::spawn(move || given.give(lookup(&name)));
+    // No timeout at all: wait as long as the lookup takes.
+    let left = timeout.not_zero().map_or(Duration::MAX, |left| *left);
+    let found = answer.found.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut found, _) = answer
+        .ready
+        .wait_timeout_while(found, left, |found| found.is_none())
+        .unwrap_or_else(PoisonError::into_inner);
+    match found.take() {
         Some(found) => found.map_err(failed),
         None => Err(failed(format!(
             "DNS lookup of {host} did not finish within REQUEST_TIMEOUT"
         ))),
+    }
+}
+
+/// Where a lookup thread leaves its answer for the attempt waiting on it.
+/// (Not a channel: std's channels cost kilobytes of binary for this one
+/// use.)
+#[derive(Default)]
+struct Answer {
+    found: Mutex<Option<Result<Vec<IpAddr>, String>>>,
+    ready: Condvar,
+}
+
+impl Answer {
+    fn give(&self, found: Result<Vec<IpAddr>, String>) {
+        *self.found.lock().unwrap_or_else(PoisonError::into_inner) = Some(found);
+        self.ready.notify_one();
     }
 }
 
@@ -143,21 +169,22 @@ fn lookup(host: &str) -> Result<Vec<IpAddr>, String> {
     let search = std::fs::read_to_string("/etc/resolv.conf")
         .map(|text| Search::parse(&text))
         .unwrap_or_default();
-    let mut failures = Vec::new();
-    for name in search.candidates(host) {
-        let outcome = match getaddrinfo(&name, libc::AF_INET) {
-            Err(libc::EAI_NODATA) => getaddrinfo(&name, libc::AF_UNSPEC),
+    // The error, to which each name that fails adds itself.
+    let mut failed = format!("DNS lookup of {host} failed: ");
+    for (n, name) in search.candidates(host).iter().enumerate() {
+        let outcome = match getaddrinfo(name, libc::AF_INET) {
+            Err(libc::EAI_NODATA) => getaddrinfo(name, libc::AF_UNSPEC),
             other => other,
         };
         match outcome {
             Ok(found) => return Ok(found),
-            Err(code) => failures.push(format!("{name} {}", describe(code))),
+            Err(code) => {
+                let comma = if n > 0 { ", " } else { "" };
+                let _ = write!(failed, "{comma}{name} {}", describe(code));
+            }
         }
     }
-    Err(format!(
-        "DNS lookup of {host} failed: {}",
-        failures.join(", ")
-    ))
+    Err(failed)
 }
 
 fn describe(code: i32) -> String {
@@ -244,16 +271,18 @@ impl Search {
         if host.ends_with('.') {
             return vec![host.to_owned()];
         }
-        let searched = self
+        let mut names: Vec<String> = self
             .domains
             .iter()
-            .map(|domain| format!("{host}.{domain}."));
+            .map(|domain| format!("{host}.{domain}."))
+            .collect();
         let as_is = format!("{host}.");
         if host.matches('.').count() >= self.ndots {
-            std::iter::once(as_is).chain(searched).collect()
+            names.insert(0, as_is);
         } else {
-            searched.chain(std::iter::once(as_is)).collect()
+            names.push(as_is);
         }
+        names
     }
 }
 

@@ -76,7 +76,10 @@ pub fn remove_on_stop(path: PathBuf) {
 
 /// The job has dealt with `path` itself: a stop leaves it alone.
 pub fn leave_on_stop(path: &Path) {
-    stopping().files.retain(|p| p != path);
+    // The very path registered, so its bytes match: Path's `==` would
+    // compare component by component, with code of its own.
+    let path = path.as_os_str();
+    stopping().files.retain(|p| p.as_os_str() != path);
 }
 
 /// From now on a stop waits for the job to reach a safe point, where it

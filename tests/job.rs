@@ -329,8 +329,13 @@ fn help_lists_every_variable_and_version_prints() {
         version.stdout,
         format!("service-to-service {}\n", env!("CARGO_PKG_VERSION"))
     );
-    let unknown = job("").arg("--frobnicate").run();
+    let unknown = job("").arg("--frob\nnicate").run();
     assert_eq!(unknown.code, Some(64));
+    assert_eq!(
+        unknown.stderr,
+        "service-to-service: unexpected argument \"--frob\\nnicate\"; settings come from \
+         environment variables, see --help\n"
+    );
 }
 
 #[test]

@@ -38,31 +38,6 @@ struct Run {
     output_file: Option<String>,
 }
 
-/// `text` with the 16 hex digits that make a temporary file's name unique
-/// to its run (`.NAME.<16 hex digits>.tmp`) replaced by `<unique>`.
-fn without_unique_names(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(".tmp") {
-        let (before, after) = rest.split_at(at);
-        let unique = before.len() >= 17
-            && before.as_bytes()[before.len() - 17] == b'.'
-            && before[before.len() - 16..]
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit());
-        if unique {
-            out.push_str(&before[..before.len() - 16]);
-            out.push_str("<unique>");
-        } else {
-            out.push_str(before);
-        }
-        out.push_str(".tmp");
-        rest = &after[4..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Runs `binary` with exactly `vars` (plus PATH) and `args`, in `dir`.
 fn run(binary: &Path, dir: &Path, vars: &[(&str, String)], args: &[&str]) -> Run {
     let mut cmd = Command::new(binary);
@@ -82,7 +57,7 @@ fn run(binary: &Path, dir: &Path, vars: &[(&str, String)], args: &[&str]) -> Run
         .and_then(|(_, v)| fs::read_to_string(dir.join(v.replace("{index}", "0"))).ok());
     Run {
         code: out.status.code(),
-        stdout: without_unique_names(&without_timestamps(&text(&out.stdout))),
+        stdout: without_timestamps(&text(&out.stdout)),
         stderr: without_timestamps(&text(&out.stderr)),
         output_file,
     }
@@ -94,6 +69,7 @@ fn run(binary: &Path, dir: &Path, vars: &[(&str, String)], args: &[&str]) -> Run
 fn comparable(log: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     for line in log.lines() {
+        let line = &without_unique_names(line);
         if line.contains("] [WARNING] ") {
             let masked = "service-to-service [TIME] [WARNING] <one or more retries>".to_string();
             if out.last() != Some(&masked) {
@@ -116,6 +92,28 @@ fn comparable(log: &str) -> String {
         }
     }
     out.join("\n")
+}
+
+/// `line` with the 16 hex digits that make each run's temporary file name
+/// unique (`.NAME.<digits>.tmp`) masked.
+fn without_unique_names(line: &str) -> String {
+    const MASK: &str = "<unique>";
+    let mut out = line.to_string();
+    let mut from = 0;
+    while let Some(at) = out[from..].find(".tmp") {
+        let end = from + at;
+        let start = end.saturating_sub(16);
+        let unique = end > 16
+            && out.as_bytes()[start - 1] == b'.'
+            && out[start..end].bytes().all(|b| b.is_ascii_hexdigit());
+        if unique {
+            out.replace_range(start..end, MASK);
+            from = start + MASK.len() + 4;
+        } else {
+            from = end + 4;
+        }
+    }
+    out
 }
 
 #[test]
