@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -29,24 +28,6 @@ fn shuffling_echo() -> Server {
     })
 }
 
-/// Asserts that `actual` is `expected`, naming the first line that differs
-/// rather than printing both whole.
-fn assert_lines(actual: &[String], expected: &[String]) {
-    let differ = actual.iter().zip(expected).position(|(a, e)| a != e);
-    if let Some(at) = differ {
-        panic!("line {at} is {:?}, expected {:?}", actual[at], expected[at]);
-    }
-    assert_eq!(actual.len(), expected.len(), "lines");
-}
-
-fn read_output(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .expect("output file")
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn rows_come_back_in_index_order_with_concurrency() {
     let server = shuffling_echo();
@@ -64,7 +45,7 @@ fn rows_come_back_in_index_order_with_concurrency() {
     let expected: Vec<String> = (0..250)
         .map(|i| format!("[{i},\"echo row {i}\"]"))
         .collect();
-    assert_eq!(read_output(&output), expected);
+    assert_eq!(file_lines(&output), expected);
     assert_eq!(server.requests().len(), 250usize.div_ceil(7));
     assert!(server.requests().iter().all(|r| r.rows().len() <= 7));
     assert!(
@@ -103,7 +84,7 @@ fn empty_lines_are_rows_and_a_final_newline_is_not() {
             .enumerate()
             .map(|(i, r)| format!("[{i},\"echo {r}\"]"))
             .collect();
-        assert_eq!(read_output(&output), expected, "input {text:?}");
+        assert_eq!(file_lines(&output), expected, "input {text:?}");
     }
 }
 
@@ -358,7 +339,7 @@ fn a_job_killed_as_pid_1_does_not_block_its_rerun() {
         .env("BATCH_SIZE", "10")
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    assert_eq!(read_output(&output).len(), 100);
+    assert_eq!(file_lines(&output).len(), 100);
     for leftover in [&left[0], ".out.jsonl.1.tmp"] {
         let removed = format!(
             "Removed {}, left by an earlier run that did not finish",
@@ -432,7 +413,7 @@ fn a_fifo_or_a_pipe_is_read_once_to_its_end() {
         .run();
     writer.join().expect("writer");
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    assert_lines(&read_output(&output), &expected);
+    assert_lines(&file_lines(&output), &expected);
     let done = format!("Done: {rows}/? rows");
     assert!(
         outcome
@@ -449,7 +430,7 @@ fn a_fifo_or_a_pipe_is_read_once_to_its_end() {
         .env("BATCH_SIZE", "500")
         .stdin_bytes(text.into_bytes());
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    assert_lines(&read_output(&output), &expected);
+    assert_lines(&file_lines(&output), &expected);
 }
 
 #[test]
@@ -479,7 +460,7 @@ fn replicas_split_the_rows_and_together_cover_each_once() {
     for (k, child) in children.into_iter().enumerate() {
         let outcome = finish(child, Instant::now());
         assert_eq!(outcome.code, Some(0), "{outcome}");
-        for line in read_output(&dir.join(format!("out-{k}.jsonl"))) {
+        for line in file_lines(&dir.join(format!("out-{k}.jsonl"))) {
             let index: u64 = line[1..line.find(',').expect("comma")]
                 .parse()
                 .expect("index");
@@ -528,7 +509,7 @@ fn retries_work_per_batch() {
         .env("BATCH_SIZE", "5")
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    assert_eq!(read_output(&output).len(), 30);
+    assert_eq!(file_lines(&output).len(), 30);
     let retries = failures.load(Ordering::SeqCst);
     assert!(retries > 0);
     assert!(
@@ -596,7 +577,7 @@ fn output_is_copied_into_place_where_rename_fails() {
         outcome.logged("DEBUG", "Cannot rename into place"),
         "{outcome}"
     );
-    assert_eq!(read_output(&backing), ["[0,\"echo a\"]", "[1,\"echo b\"]"]);
+    assert_eq!(file_lines(&backing), ["[0,\"echo a\"]", "[1,\"echo b\"]"]);
     assert_eq!(
         files_in(&out_dir),
         ["out.jsonl"],
@@ -667,7 +648,7 @@ fn jsonl_rows_send_their_columns_as_they_are() {
         ]
     );
     assert_eq!(
-        read_output(&output),
+        file_lines(&output),
         [
             "[0,[\"a\",1]]",
             "[1,[\"b\",2.5]]",
@@ -823,7 +804,7 @@ fn auto_job(service: &Capacity, rows: usize, dir: &TempDir) -> (Outcome, Vec<Str
     let expected: Vec<String> = (0..rows)
         .map(|i| format!("[{i},\"Bob said row {i}\"]"))
         .collect();
-    assert_eq!(read_output(&output), expected);
+    assert_eq!(file_lines(&output), expected);
     (outcome, expected)
 }
 
@@ -883,7 +864,7 @@ fn fixed_concurrency_keeps_its_limit_when_batches_are_retried() {
         .env("CONCURRENCY", "3")
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    assert_eq!(read_output(&output).len(), 200);
+    assert_eq!(file_lines(&output).len(), 200);
     assert!(service.refused.load(Ordering::SeqCst) > 0, "{outcome}");
     assert!(service.peak.load(Ordering::SeqCst) <= 3);
 }

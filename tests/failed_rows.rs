@@ -51,22 +51,6 @@ fn text_of(i: u64, poisoned: &[u64], bad: &[u64], dropped: &[u64]) -> String {
     }
 }
 
-fn lines_of(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The first line that differs, rather than both lists whole.
-fn assert_lines(actual: &[String], expected: &[String]) {
-    if let Some(at) = actual.iter().zip(expected).position(|(a, e)| a != e) {
-        panic!("line {at} is {:?}, expected {:?}", actual[at], expected[at]);
-    }
-    assert_eq!(actual.len(), expected.len(), "lines");
-}
-
 const POISONED: [u64; 2] = [17, 1234];
 const BAD: [u64; 3] = [500, 501, 1999];
 const DROPPED: [u64; 1] = [777];
@@ -136,8 +120,8 @@ fn failing_batches_are_split_down_to_the_rows_that_fail() {
             "CONCURRENCY={concurrency}\n{outcome}"
         );
         assert!(outcome.errors().is_empty(), "{outcome}");
-        assert_lines(&lines_of(&output), &expected_output(0..ROWS));
-        assert_lines(&lines_of(&rejects), &expected_rejects(0..ROWS));
+        assert_lines(&file_lines(&output), &expected_output(0..ROWS));
+        assert_lines(&file_lines(&rejects), &expected_rejects(0..ROWS));
         // With REJECTS_FILE, no WARNING a row.
         assert!(outcome.lines("WARNING").is_empty(), "{outcome}");
         // Twenty batches, five of them with a bad row (500 and 501 in one):
@@ -176,11 +160,11 @@ fn replicas_each_split_their_own_rows_and_write_their_own_rejects() {
         assert_eq!(outcome.code, Some(0), "{outcome}");
         let mine = (0..ROWS).filter(move |i| i % 2 == index);
         assert_lines(
-            &lines_of(&dir.join(format!("out-{index}.jsonl"))),
+            &file_lines(&dir.join(format!("out-{index}.jsonl"))),
             &expected_output(mine.clone()),
         );
         assert_lines(
-            &lines_of(&dir.join(format!("rejects-{index}.jsonl"))),
+            &file_lines(&dir.join(format!("rejects-{index}.jsonl"))),
             &expected_rejects(mine),
         );
     }
@@ -204,7 +188,7 @@ fn without_rejects_file_each_failed_row_is_a_warning() {
         .env("MAX_FAILED_ROWS", "6")
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    assert_lines(&lines_of(&output), &expected_output(0..ROWS));
+    assert_lines(&file_lines(&output), &expected_output(0..ROWS));
     let failed: BTreeSet<u64> = POISONED
         .iter()
         .chain(&BAD)
@@ -279,7 +263,7 @@ fn a_request_too_large_is_split_whatever_max_failed_rows_says() {
     let expected: Vec<String> = (0..1000)
         .map(|i| format!("[{i},\"echo row {i}\"]"))
         .collect();
-    assert_lines(&lines_of(&output), &expected);
+    assert_lines(&file_lines(&output), &expected);
     // Each batch once whole, and each one refused then in two halves.
     let requests = server.requests();
     let refused = requests.iter().filter(|r| r.body.len() > 1500).count();
@@ -308,9 +292,9 @@ fn a_request_too_large_is_split_whatever_max_failed_rows_says() {
         .env("MAX_FAILED_ROWS", "1")
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
-    assert_eq!(lines_of(&output)[7], "[7,null]");
+    assert_eq!(file_lines(&output)[7], "[7,null]");
     assert_eq!(
-        lines_of(&rejects),
+        file_lines(&rejects),
         [format!(
             r#"{{"index":7,"row":["{}"],"error":"HTTP 413: \"request too large\""}}"#,
             "x".repeat(2000)
@@ -365,11 +349,11 @@ fn a_jsonl_row_is_rejected_with_its_columns_as_sent() {
         .run();
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(
-        lines_of(&rejects),
+        file_lines(&rejects),
         [r#"{"index":1,"row":[2 , "poison"],"error":"HTTP 500: \"no\""}"#]
     );
     assert_eq!(
-        lines_of(&dir.join("out.jsonl")),
+        file_lines(&dir.join("out.jsonl")),
         ["[0,\"ok\"]", "[1,null]", "[2,\"ok\"]"]
     );
 }

@@ -20,7 +20,10 @@ use common::*;
 struct Mount(PathBuf);
 
 impl Mount {
+    /// Makes both directories, and mounts `backing` at `mount_point`.
     fn new(backing: &Path, mount_point: &Path) -> Option<Mount> {
+        fs::create_dir(backing).unwrap();
+        fs::create_dir(mount_point).unwrap();
         if !succeeds("bindfs", &["--version"]) {
             skip_unless_ci("bindfs (apt-get install bindfs)");
             return None;
@@ -52,10 +55,7 @@ impl Drop for Mount {
 #[test]
 fn output_lands_where_rename_and_chmod_are_refused() {
     let dir = TempDir::new("fuse-output");
-    let backing = dir.join("backing");
-    let stage = dir.join("stage");
-    fs::create_dir(&backing).unwrap();
-    fs::create_dir(&stage).unwrap();
+    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
     let Some(_mount) = Mount::new(&backing, &stage) else {
         return;
     };
@@ -105,10 +105,7 @@ fn output_lands_where_rename_and_chmod_are_refused() {
 #[test]
 fn a_stop_during_the_copy_into_place_leaves_no_half_written_output() {
     let dir = TempDir::new("fuse-stop");
-    let backing = dir.join("backing");
-    let stage = dir.join("stage");
-    fs::create_dir(&backing).unwrap();
-    fs::create_dir(&stage).unwrap();
+    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
     let Some(_mount) = Mount::new(&backing, &stage) else {
         return;
     };

@@ -32,44 +32,43 @@ impl Request {
             .map(String::as_str)
     }
 
-    /// The index of each row of a row-format request, whatever its columns.
-    pub fn indices(&self) -> Vec<u64> {
+    /// The rows of a row-format request, each as the array it is: `[index,
+    /// value, ...]`.
+    fn data_rows(&self) -> Vec<Vec<Value>> {
         let body = std::str::from_utf8(&self.body).expect("request body is UTF-8");
         let value: Value = json::from_str(body).expect("request body is JSON");
-        let Value::Object(object) = value else {
+        let Value::Object(mut object) = value else {
             panic!("request is not an object: {body}")
         };
-        let Some(Value::Array(rows)) = object.get("data") else {
+        let Some(Value::Array(rows)) = object.remove("data") else {
             panic!("request has no data array: {body}")
         };
-        rows.iter()
+        rows.into_iter()
             .map(|row| match row {
-                Value::Array(row) => match row.first() {
-                    Some(Value::Number(Number::U64(i))) => *i,
-                    _ => panic!("bad request row: {body}"),
-                },
+                Value::Array(row) if !row.is_empty() => row.into_iter().collect(),
                 _ => panic!("bad request row: {body}"),
+            })
+            .collect()
+    }
+
+    /// The index of each row of a row-format request, whatever its columns.
+    pub fn indices(&self) -> Vec<u64> {
+        self.data_rows()
+            .iter()
+            .map(|row| match &row[0] {
+                Value::Number(Number::U64(i)) => *i,
+                other => panic!("bad row index: {other:?}"),
             })
             .collect()
     }
 
     /// The `[index, text]` rows of a row-format request.
     pub fn rows(&self) -> Vec<(u64, String)> {
-        let body = std::str::from_utf8(&self.body).expect("request body is UTF-8");
-        let value: Value = json::from_str(body).expect("request body is JSON");
-        let Value::Object(object) = value else {
-            panic!("request is not an object: {body}")
-        };
-        let Some(Value::Array(rows)) = object.get("data") else {
-            panic!("request has no data array: {body}")
-        };
-        rows.iter()
-            .map(|row| match row {
-                Value::Array(row) => match (&row[0], &row[1]) {
-                    (Value::Number(Number::U64(i)), Value::String(text)) => (*i, text.clone()),
-                    _ => panic!("bad request row: {body}"),
-                },
-                _ => panic!("bad request row: {body}"),
+        self.data_rows()
+            .iter()
+            .map(|row| match (&row[0], row.get(1)) {
+                (Value::Number(Number::U64(i)), Some(Value::String(text))) => (*i, text.clone()),
+                _ => panic!("bad request row: {row:?}"),
             })
             .collect()
     }

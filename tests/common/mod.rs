@@ -171,6 +171,24 @@ impl Drop for TempDir {
     }
 }
 
+/// The lines of the file at `path`; fails the test if it cannot be read.
+pub fn file_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that `actual` is `expected`, naming the first line that differs
+/// rather than printing both whole (an output can have a million lines).
+pub fn assert_lines(actual: &[String], expected: &[String]) {
+    if let Some(at) = actual.iter().zip(expected).position(|(a, e)| a != e) {
+        panic!("line {at} is {:?}, expected {:?}", actual[at], expected[at]);
+    }
+    assert_eq!(actual.len(), expected.len(), "lines");
+}
+
 /// The names of the files in `dir`, sorted.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
