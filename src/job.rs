@@ -1,17 +1,19 @@
 //! The job: read rows, send them in batches with up to `CONCURRENCY`
-//! requests in flight, check every reply, and write the replies in index
-//! order.
+//! requests in flight, check every reply, and write the replies (and the
+//! rows that failed for good) in index order.
 //!
 //! The main thread reads input and writes output; request threads only talk
 //! HTTP. With `CONCURRENCY=1` there are none: the main thread sends too.
-//! Otherwise request threads start as they are needed, up to the
+//! Otherwise request threads start as they are needed, never more than the
 //! concurrency limit (`limit`: fixed, or learnt with `auto`), and each
 //! attempt takes a slot under it. At most twice the limit in batches (four
 //! times with `auto`) are in flight or waiting to be written, so memory
-//! stays flat however long the input is, and their buffers go round again: after the first few batches
-//! the job allocates almost nothing. On the first error no attempt starts;
-//! `run` returns once the attempts in flight (and backoffs under way) end,
-//! and no thread outlives it.
+//! stays flat however long the input is, and their buffers go round again:
+//! after the first few batches the job allocates almost nothing. On the
+//! first error no attempt starts; `run` returns once the attempts in flight
+//! (and backoffs under way) end, with every request thread's work done.
+//! (A name lookup runs on a thread of its own, which `resolve` lets finish
+//! on its own: it can outlive `run` by the lookup's own timeout.)
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -408,9 +410,10 @@ struct PoolState {
     /// Batches waiting for a slot to be tried again: they go before any
     /// new batch, as the output waits for them.
     retrying: usize,
-    /// Request threads started and not yet ended, and those of them waiting
-    /// for a batch.
+    /// Request threads started and not yet ended; those of them started
+    /// and not yet come for their first batch; those waiting for a batch.
     threads: usize,
+    starting: usize,
     idle: usize,
     /// No batch will come: idle threads end.
     closed: bool,
@@ -429,6 +432,7 @@ impl Pool {
                 answered: VecDeque::new(),
                 retrying: 0,
                 threads: 0,
+                starting: 0,
                 idle: 0,
                 closed: false,
                 stopped: false,
@@ -506,27 +510,49 @@ struct Crew<'scope, 'env> {
 }
 
 impl Crew<'_, '_> {
-    /// Wakes or starts request threads for the attempts that may start now.
-    fn staff(self, mut state: MutexGuard<'_, PoolState>) {
+    /// Wakes or starts request threads for the attempts that may start now:
+    /// a thread for each, counting those waiting and those on their way.
+    fn staff(self, state: MutexGuard<'_, PoolState>) {
+        if let Some(mut state) = self.wake(state) {
+            let free = state
+                .limiter
+                .limit()
+                .saturating_sub(state.limiter.in_flight());
+            // Never more threads than the limit: one that has just
+            // finished an attempt holds no slot, and is coming back.
+            let startable = free.min(state.queue.len());
+            let hire = startable
+                .saturating_sub(state.idle + state.starting)
+                .min(state.limiter.limit().saturating_sub(state.threads));
+            state.threads += hire;
+            state.starting += hire;
+            drop(state);
+            self.hire(hire);
+        }
+    }
+
+    /// Wakes the request threads that may start an attempt now: a batch to
+    /// try again goes first. The state back when new batches may start.
+    fn wake<'a>(self, state: MutexGuard<'a, PoolState>) -> Option<MutexGuard<'a, PoolState>> {
         let free = state
             .limiter
             .limit()
             .saturating_sub(state.limiter.in_flight());
-        if free == 0 {
-            return;
+        if free == 0 || state.stopped || state.closed && state.retrying == 0 {
+            return None;
         }
         if state.retrying > 0 {
             drop(state);
             self.pool.retrying.notify_all();
-            return;
+            return None;
         }
-        let startable = free.min(state.queue.len());
-        for _ in 0..startable.min(state.idle) {
+        for _ in 0..free.min(state.queue.len()).min(state.idle) {
             self.pool.idle.notify_one();
         }
-        let hire = startable.saturating_sub(state.idle);
-        state.threads += hire;
-        drop(state);
+        Some(state)
+    }
+
+    fn hire(self, hire: usize) {
         for _ in 0..hire {
             let started = std::thread::Builder::new().spawn_scoped(self.scope, move || self.work());
             if started.is_err() {
@@ -534,6 +560,7 @@ impl Crew<'_, '_> {
                 // main thread reports it.
                 let mut state = self.pool.lock();
                 state.threads -= 1;
+                state.starting -= 1;
                 drop(state);
                 self.pool.answers.notify_one();
             }
@@ -544,7 +571,8 @@ impl Crew<'_, '_> {
         let _leaving = Leaving(self.pool);
         // The request body, built anew in the same buffer each time.
         let mut body = Vec::new();
-        while let Some((slot, ticket)) = self.take() {
+        let mut first = true;
+        while let Some((slot, ticket)) = self.take(std::mem::take(&mut first)) {
             let attempts = Slotted {
                 crew: self,
                 ticket: Cell::new(Some(ticket)),
@@ -556,19 +584,27 @@ impl Crew<'_, '_> {
     }
 
     /// The next batch, with a slot for its first attempt; None when the job
-    /// is over.
-    fn take(self) -> Option<(Slot, Ticket)> {
+    /// is over. `first` for a thread's first call, which ends its start.
+    fn take(self, first: bool) -> Option<(Slot, Ticket)> {
         let pool = self.pool;
         let mut state = pool.lock();
+        state.starting -= usize::from(first);
         loop {
             if state.stopped || state.closed && state.queue.is_empty() {
                 return None;
             }
-            if !state.queue.is_empty() && state.retrying == 0 {
-                if let Some(ticket) = state.limiter.try_start(Instant::now()) {
-                    let slot = state.queue.pop_front()?;
-                    self.staff(state);
-                    return Some((slot, ticket));
+            let free = state.limiter.in_flight() < state.limiter.limit();
+            if free && state.retrying == 0 {
+                if let Some(slot) = state.queue.pop_front() {
+                    match state.limiter.try_start(Instant::now()) {
+                        Some(ticket) => {
+                            self.staff(state);
+                            return Some((slot, ticket));
+                        }
+                        // Not with a free slot; were it so, the batch
+                        // would wait for the next.
+                        None => state.queue.push_front(slot),
+                    }
                 }
             }
             state.idle += 1;
@@ -599,10 +635,13 @@ impl Crew<'_, '_> {
         }
     }
 
+    /// An attempt ended: its slot is free for a thread that waits. None is
+    /// started here, as the thread that ends it is about to come back for
+    /// more, or to wait out a backoff.
     fn end(self, ticket: Ticket, attempt: Attempt) {
         let mut state = self.pool.lock();
         state.limiter.end(ticket, Instant::now(), attempt);
-        self.staff(state);
+        self.wake(state);
     }
 }
 

@@ -27,7 +27,7 @@ fn run_returns_with_every_request_thread_ended() {
     let lines: Vec<String> = (0..500).map(|i| format!("row {i}")).collect();
     std::fs::write(&input, format!("{}\n", lines.join("\n"))).unwrap();
     let before = threads();
-    for concurrency in ["8", "auto"] {
+    for concurrency in ["8", "64", "auto"] {
         let output = dir.join(format!("out-{concurrency}.jsonl"));
         let vars = [
             ("SERVICE_URL", format!("http://{}/echo", service.addr)),
@@ -42,7 +42,28 @@ fn run_returns_with_every_request_thread_ended() {
                 .map(|(_, v)| OsString::from(v))
         })
         .unwrap();
+        // The most threads seen while it runs: no more request threads
+        // than the limit (and the sampler's own).
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let running = std::sync::Arc::clone(&running);
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    most = most.max(threads());
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                most
+            })
+        };
         job::run(&config).unwrap();
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        let most = sampler.join().unwrap() - before - 1;
+        let limit = concurrency.parse().unwrap_or(256);
+        assert!(
+            most <= limit,
+            "CONCURRENCY={concurrency}: {most} request threads at once"
+        );
         // Every request thread has finished its work when run returns (it
         // waits for them); the kernel may take a moment more to take the
         // threads' last traces out of /proc.
