@@ -10,9 +10,15 @@
 //! does not pass, a reply with the wrong rows or shape, one too large).
 //! Never a failure that passes, such as a 503 or a timeout after
 //! RETRY_DEADLINE: an outage must fail the job, not turn rows into NULLs.
+//! Nor an answer that no other set of rows would change: 401, 403 and 407
+//! (credentials), 404 and 405 (the URL or the method), as with a redirect.
+//! And a split that finds no row the service takes (every row of a batch
+//! failed on its own) fails the job too: a service that refuses everything
+//! is broken, whatever MAX_FAILED_ROWS allows.
 //!
-//! Counting the failed rows against MAX_FAILED_ROWS, and writing them, is
-//! `job`'s, which sees them in index order.
+//! A split stops as soon as its batch alone has more failed rows than
+//! MAX_FAILED_ROWS allows. Counting all the failed rows against it, and
+//! writing them, is `job`'s, which sees them in index order.
 
 use std::ops::Range;
 
@@ -50,15 +56,20 @@ pub fn splits(error: &Error, max_failed_rows: u64) -> bool {
         Error::Rejected {
             status: Some(413), ..
         } => true,
+        Error::Rejected {
+            status: Some(401 | 403 | 404 | 405 | 407),
+            ..
+        } => false,
         Error::Rejected { .. } => max_failed_rows > 0,
         _ => false,
     }
 }
 
 /// Sends `batch` again in halves, down to the rows that fail, after it
-/// failed whole with `error` (which `splits`). The parts, or the first
-/// error that is not a row's: a failure that passes, that the retry
-/// deadline ran out on, fails the job.
+/// failed whole with `error` (which `splits`). The parts, or what fails the
+/// job: the first error that is not a row's (a failure that passes, that
+/// the retry deadline ran out on), more failed rows than MAX_FAILED_ROWS
+/// allows, or every row failed.
 pub fn send_in_parts(
     client: &Client,
     batch: &Batch,
@@ -67,16 +78,33 @@ pub fn send_in_parts(
     max_failed_rows: u64,
     error: Error,
 ) -> Result<Parts, Error> {
+    let whole = match &error {
+        Error::Rejected { url, problem, .. } => (url.clone(), problem.clone()),
+        _ => return Err(error),
+    };
     let mut splitter = Splitter {
         client,
         batch,
         body,
         attempts,
         max_failed_rows,
+        failed: 0,
         reply: Reply::default(),
         parts: Parts::default(),
     };
     splitter.halves(0..batch.len(), error)?;
+    if splitter.failed == batch.len() as u64 && batch.len() > 1 {
+        let (url, problem) = whole;
+        return Err(Error::Rejected {
+            url,
+            status: None,
+            problem: format!(
+                "every row of a batch of {} failed on its own, so the service refuses \
+                 more than some rows: {problem}",
+                batch.len()
+            ),
+        });
+    }
     Ok(splitter.parts)
 }
 
@@ -86,6 +114,8 @@ struct Splitter<'a> {
     body: &'a mut Vec<u8>,
     attempts: &'a dyn Attempts,
     max_failed_rows: u64,
+    /// The batch's rows that failed so far.
+    failed: u64,
     reply: Reply,
     parts: Parts,
 }
@@ -99,6 +129,15 @@ impl Splitter<'_> {
             other => return Err(other),
         };
         if rows.len() == 1 {
+            self.failed += 1;
+            if self.failed > self.max_failed_rows {
+                return Err(Error::FailedRows {
+                    failed: self.failed,
+                    allowed: self.max_failed_rows,
+                    row: self.batch.indices()[rows.start],
+                    problem,
+                });
+            }
             self.parts.rows.push(Err(problem));
             return Ok(());
         }
@@ -156,6 +195,9 @@ mod tests {
         assert!(!splits(&rejected(Some(500)), 0));
         assert!(!splits(&rejected(None), 0));
         assert!(splits(&rejected(Some(500)), 1));
+        for status in [401, 403, 404, 405, 407] {
+            assert!(!splits(&rejected(Some(status)), u64::MAX), "{status}");
+        }
         assert!(splits(&rejected(None), 1));
         let outage = Error::Unreachable {
             url: String::new(),

@@ -385,3 +385,73 @@ fn one_bad_row_costs_two_requests_a_halving() {
         eprintln!("observed: one bad row in a batch of {rows}: {extra} requests more");
     }
 }
+
+/// A service that refuses everything is broken, not a source of bad rows:
+/// however many rows may fail, the split of the first batch finds none the
+/// service takes, and the job fails, with no output. And an answer that no
+/// other rows would change (a wrong URL, method or credentials) is never
+/// split at all.
+#[test]
+fn a_service_that_refuses_everything_fails_the_job_after_one_split() {
+    let dir = TempDir::new("refuses-everything");
+    let input = input(&dir);
+    let broken = serve(|_, _| Reply::json(500, "database down"));
+    let outcome = job(&broken.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("out.jsonl"))
+        .env("MAX_FAILED_ROWS", "1000000")
+        .env("BATCH_SIZE", "8")
+        .run();
+    outcome.assert_fails(
+        76,
+        "every row of a batch of 8 failed on its own, so the service refuses more than some \
+         rows: HTTP 500: \"database down\"",
+    );
+    assert_eq!(
+        broken.requests().len(),
+        2 * 8 - 1,
+        "one batch, split to its rows"
+    );
+    assert_eq!(files_in(&dir), ["input.txt"]);
+
+    for status in [401, 403, 404, 405] {
+        let refusing = serve(move |_, _| Reply::json(status, "no"));
+        let outcome = job(&refusing.url())
+            .env("INPUT_FILE", &input)
+            .env("MAX_FAILED_ROWS", "1000000")
+            .run();
+        outcome.assert_fails(76, &format!("HTTP {status}: \"no\""));
+        assert_eq!(refusing.requests().len(), 1, "HTTP {status} is not split");
+    }
+}
+
+/// A batch with more bad rows than allowed fails the job at its last one
+/// needed, without splitting the rest of it.
+#[test]
+fn a_split_stops_once_its_batch_has_too_many_failed_rows() {
+    let server = picky_service(usize::MAX);
+    let dir = TempDir::new("split-stops");
+    let text: String = (0..100)
+        .map(|i| text_of(i, &[10, 20, 30, 40], &[], &[]) + "\n")
+        .collect();
+    let input = write_input(&dir, text);
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", dir.join("out.jsonl"))
+        .env("MAX_FAILED_ROWS", "2")
+        .env("BATCH_SIZE", "100")
+        .run();
+    outcome.assert_fails(
+        76,
+        "3 row(s) failed, more than MAX_FAILED_ROWS=2 allows; row 30 failed with HTTP 500",
+    );
+    // Row 40 was never reached alone.
+    let alone: Vec<Vec<(u64, String)>> = server
+        .requests()
+        .iter()
+        .map(Request::rows)
+        .filter(|rows| rows.len() == 1)
+        .collect();
+    assert!(alone.iter().all(|rows| rows[0].0 != 40), "{alone:?}");
+    assert_eq!(files_in(&dir), ["input.txt"]);
+}
