@@ -21,7 +21,9 @@ fn main() {
     // closures) are kept once. Rust promises no function a unique address,
     // so folding Rust's is sound. Of musl's only trivial ones fold, and the
     // one musl compares by address (nodtor, an empty destructor) it
-    // compares only to skip calling it. The gzip goals need it (README,
+    // compares only to skip calling it. Data is not folded: lld leaves
+    // read-only data alone unless told --ignore-data-address-equality, so
+    // statics keep their own addresses. The gzip goals need it (README,
     // Building), and tests/release.rs checks that it still folds.
     println!("cargo:rustc-link-arg-bins=--icf=all");
 }

@@ -86,13 +86,14 @@ enum Answer {
 /// How one attempt ended, as far as the load on the service goes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Attempt {
-    /// The service answered, whatever the reply.
+    /// The service answered with the rows, or took the batch (HTTP 202).
     Answered,
     /// HTTP 429 or 503: the service says it is over capacity.
     Overloaded,
     /// The attempt timed out, or a gateway did (HTTP 504).
     TimedOut,
-    /// Anything else: no answer (refused, reset, DNS), or HTTP 502.
+    /// Anything else: no answer (refused, reset, DNS), HTTP 502, or an
+    /// answer that fails the batch for good, which says nothing of load.
     Failed,
     /// A poll of an accepted batch answered: it asks nothing of the service
     /// but a look, so its time says nothing of the service's load.
@@ -426,10 +427,13 @@ impl Client {
         // Neither a length nor chunks: the body ends where the connection
         // does, so a body cut short by a reset looks complete.
         let headers = response.headers();
+        // Chunked is the last of the codings when the body is chunked.
+        let chunked = |value: &HeaderValue| {
+            let last = value.as_bytes().rsplit(|&b| b == b',').next();
+            last.is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        };
         let ends_at_close = !headers.contains_key(CONTENT_LENGTH)
-            && !headers
-                .get(TRANSFER_ENCODING)
-                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"chunked"));
+            && !headers.get(TRANSFER_ENCODING).is_some_and(chunked);
         let location = response
             .headers()
             .get(LOCATION)

@@ -137,10 +137,12 @@ pub fn help() -> String {
         text.push_str(&format!("  {name:<21} {default:<27} {meaning}\n"));
     }
     text.push_str(
-        "\nExit status: 0 every row answered; 64 bad configuration; 65 bad input data;\n\
-         66 input file missing; 69 service unreachable until RETRY_DEADLINE; 73 output\n\
-         file cannot be created; 74 I/O error; 76 the service answered wrongly;\n\
-         130 SIGINT; 143 SIGTERM.\n",
+        "\nExit status: 0 every row answered (or failed within MAX_FAILED_ROWS);\n\
+         64 bad configuration; 65 bad input data; 66 input file missing; 69 service\n\
+         unreachable until RETRY_DEADLINE, or a batch unfinished at ASYNC_TIMEOUT;\n\
+         73 output file cannot be created; 74 I/O error; 76 the service answered\n\
+         wrongly, or more rows failed than MAX_FAILED_ROWS; 130 SIGINT; 143 SIGTERM.\n\
+         With several replicas, OUTPUT_FILE and REJECTS_FILE must hold {index}.\n",
     );
     text
 }
@@ -323,6 +325,14 @@ impl Config {
             parse_count(&text(name)?, least, max).map_err(|p| Error::config(name, p))
         };
 
+        let (output, rejects) = (file("OUTPUT_FILE")?, file("REJECTS_FILE")?);
+        if output.is_some() && output == rejects {
+            return Err(Error::config(
+                "REJECTS_FILE",
+                "is OUTPUT_FILE; the rows that fail need a file of their own",
+            ));
+        }
+
         let input_format = match text("INPUT_FORMAT")?.trim() {
             "lines" => InputFormat::Lines,
             "jsonl" => InputFormat::Jsonl,
@@ -342,8 +352,8 @@ impl Config {
             service,
             input,
             input_format,
-            output: file("OUTPUT_FILE")?,
-            rejects: file("REJECTS_FILE")?,
+            output,
+            rejects,
             max_failed_rows: count("MAX_FAILED_ROWS", 0, usize::MAX)? as u64,
             batch_size: count("BATCH_SIZE", 1, MAX_BATCH_SIZE)?,
             concurrency: concurrency(&text("CONCURRENCY")?)?,
@@ -895,6 +905,11 @@ mod tests {
             ),
             "{shared}"
         );
+        let same = config_error(&[
+            ("OUTPUT_FILE", "/d/o.jsonl"),
+            ("REJECTS_FILE", "/d/o.jsonl"),
+        ]);
+        assert!(same.contains("REJECTS_FILE: is OUTPUT_FILE"), "{same}");
         let one = config(&[
             ("SNOWFLAKE_JOBS_COUNT", "1"),
             ("OUTPUT_FILE", "/d/out.jsonl"),

@@ -275,24 +275,33 @@ impl Sink {
         Ok(())
     }
 
-    /// Both files into place, REJECTS_FILE first: should OUTPUT_FILE fail,
-    /// or a stop come between the two, REJECTS_FILE is removed again, so
-    /// that neither is there without the other.
+    /// Both files into place, REJECTS_FILE first. A stop is deferred while
+    /// they go, and should it come, or should one fail, those already in
+    /// place are removed again: neither is there without the other.
     fn commit(self) -> Result<(), Error> {
-        let Some(rejects) = self.rejects else {
-            return self.output.map_or(Ok(()), AtomicFile::commit);
-        };
-        let rejects_path = rejects.destination().to_owned();
-        rejects.commit()?;
-        let Some(output) = self.output else {
-            return Ok(());
-        };
-        signals::remove_on_stop(rejects_path.clone());
-        let committed = output.commit();
-        if committed.is_err() {
-            let _ = std::fs::remove_file(&rejects_path);
+        signals::defer_stops();
+        let mut placed = Vec::new();
+        let mut committed = Ok(());
+        for file in [self.rejects, self.output].into_iter().flatten() {
+            let path = file.destination().to_owned();
+            committed = file.commit();
+            if committed.is_err() {
+                break;
+            }
+            // A second signal, which does not wait, removes it too.
+            signals::remove_on_stop(path.clone());
+            placed.push(path);
         }
-        signals::leave_on_stop(&rejects_path);
+        let stopped = signals::resume_stops();
+        for path in &placed {
+            if committed.is_err() || stopped.is_some() {
+                let _ = std::fs::remove_file(path);
+            }
+            signals::leave_on_stop(path);
+        }
+        if let Some(signal) = stopped {
+            signals::stop(signal);
+        }
         committed
     }
 }

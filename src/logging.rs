@@ -180,7 +180,7 @@ fn directives(spec: &str) -> Result<Vec<Directive<'_>>, Error> {
     let mut directives = Vec::new();
     for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let (module, level) = match directive.split_once('=') {
-            Some((module, level)) => (Some(module), level.trim()),
+            Some((module, level)) => (Some(module.trim()), level.trim()),
             None => (None, directive),
         };
         match level.parse() {
@@ -338,6 +338,7 @@ mod tests {
             "off",
             "service_to_service=debug",
             "ureq=trace,info",
+            "info, ureq = debug",
         ] {
             assert!(directives(good).is_ok(), "{good:?}");
         }

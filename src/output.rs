@@ -50,6 +50,8 @@ impl AtomicFile {
             writer: None,
             committed: false,
         };
+        // Registered first: a stop right after the file is made removes it.
+        signals::remove_on_stop(file.temp.clone());
         let created = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -58,7 +60,6 @@ impl AtomicFile {
                 path: file.describe_temp(),
                 cause,
             })?;
-        signals::remove_on_stop(file.temp.clone());
         file.writer = Some(BufWriter::with_capacity(64 * 1024, created));
         Ok(file)
     }
@@ -116,7 +117,8 @@ impl AtomicFile {
     /// stop removes it, so that it is complete or absent. Such a filesystem
     /// may refuse to remove a file that is open, as FUSE does where it
     /// cannot rename, so a stop waits until the copy has let go of both
-    /// files (at most one buffer's write), and the job then stops itself.
+    /// files (the write under way, or the final sync, which on a stage
+    /// volume may upload), and the job then stops itself.
     fn copy_into_place(&self) -> std::io::Result<()> {
         log::debug!(
             "Cannot rename into place; copying to {}",
@@ -142,7 +144,12 @@ impl AtomicFile {
             signals::stop(signal);
         }
         copied?;
-        std::fs::remove_file(&self.temp)
+        // The file is in place, whole: a temporary file left behind is the
+        // next run's to remove, not a reason to fail this one.
+        if let Err(cause) = std::fs::remove_file(&self.temp) {
+            log::warn!("Cannot remove {}: {cause}", self.temp.display());
+        }
+        Ok(())
     }
 
     fn describe_temp(&self) -> String {

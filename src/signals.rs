@@ -13,16 +13,17 @@ use std::sync::{Mutex, MutexGuard};
 struct Stopping {
     /// Temporary files to remove if the job is stopped before it finishes.
     files: Vec<PathBuf>,
-    /// A stop now would leave a half-written file that cannot be removed
-    /// while it is open: the job stops itself at a safe point instead.
-    deferred: bool,
+    /// While above 0, a stop now could leave a file half-written, or one
+    /// output in place without the other: the job stops itself at a safe
+    /// point instead. A count, as one deferral may hold another.
+    deferred: u32,
     /// The signal of a deferred stop.
     asked: Option<i32>,
 }
 
 static STOPPING: Mutex<Stopping> = Mutex::new(Stopping {
     files: Vec::new(),
-    deferred: false,
+    deferred: 0,
     asked: None,
 });
 
@@ -56,15 +57,21 @@ pub fn watch() {
                     continue;
                 }
                 let (name, _) = described(signal);
-                log::warn!("Received {name}; stopping the job before it finished");
                 let mut state = stopping();
                 // A second signal does not wait.
-                if state.deferred && state.asked.is_none() {
+                if state.deferred > 0 && state.asked.is_none() {
                     state.asked = Some(signal);
+                    drop(state);
+                    log::warn!(
+                        "Received {name}; stopping the job once the files being put in \
+                         place can be removed"
+                    );
                     continue;
                 }
-                drop(state);
-                stop(signal)
+                // Under the same lock as the check: a deferral cannot begin
+                // in between.
+                log::warn!("Received {name}; stopping the job before it finished");
+                stop_with(state, signal)
             }
         });
 }
@@ -85,7 +92,7 @@ pub fn leave_on_stop(path: &Path) {
 /// From now on a stop waits for the job to reach a safe point, where it
 /// calls `resume_stops`; a second signal stops the job all the same.
 pub fn defer_stops() {
-    stopping().deferred = true;
+    stopping().deferred += 1;
 }
 
 /// Whether a stop is waiting for the job.
@@ -93,18 +100,26 @@ pub fn stop_deferred() -> bool {
     stopping().asked.is_some()
 }
 
-/// Stops are no longer deferred; the signal of the stop that waited, if one
-/// did, for the caller to clean up after itself and call `stop` with.
+/// Ends one deferral. When it was the last, the signal of the stop that
+/// waited, if one did, for the caller to clean up after itself and call
+/// `stop` with; an inner deferral leaves that to the outer one.
 pub fn resume_stops() -> Option<i32> {
     let mut state = stopping();
-    state.deferred = false;
-    state.asked.take()
+    state.deferred = state.deferred.saturating_sub(1);
+    match state.deferred {
+        0 => state.asked.take(),
+        _ => None,
+    }
 }
 
 /// Ends the job as a signal asks: removes the files registered, exits with
 /// 128 + the signal.
 pub fn stop(signal: i32) -> ! {
-    for path in stopping().files.iter() {
+    stop_with(stopping(), signal)
+}
+
+fn stop_with(state: MutexGuard<'static, Stopping>, signal: i32) -> ! {
+    for path in state.files.iter() {
         let _ = std::fs::remove_file(path);
     }
     std::process::exit(described(signal).1)

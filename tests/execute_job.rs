@@ -124,7 +124,7 @@ spec:
     image: /tutorial_db/data_schema/tutorial_repository/service_to_service:latest
     env:
       SERVICE_URL: http://echo-service:8000/echo
-      QUERY_ID: dry-run-query-id
+      QUERY_ID: \"dry-run-query-id\"
     resources:
       requests:
         memory: 16Mi
@@ -241,7 +241,7 @@ spec:
     image: /tutorial_db/data_schema/tutorial_repository/service_to_service:tiny
     env:
       SERVICE_URL: http://echo-service:8000/echo
-      QUERY_ID: dry-run-query-id
+      QUERY_ID: \"dry-run-query-id\"
       INPUT_FILE: /data/input.txt
       OUTPUT_FILE: /data/output-{index}.jsonl
       BATCH_SIZE: \"100\"
@@ -574,7 +574,14 @@ fn bad_settings_fail_in_one_line_before_any_call() {
     let dollar_spec = dir.join("dollar.yaml");
     fs::write(
         &dollar_spec,
-        "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      X: \"$$\"\n",
+        "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n    env:\n      SERVICE_URL: http://x/echo\n      X: \"$$\"\n",
+    )
+    .unwrap();
+    // Without SERVICE_URL there is no line to give the run's QUERY_ID after.
+    let urlless_spec = dir.join("urlless.yaml");
+    fs::write(
+        &urlless_spec,
+        "spec:\n  containers:\n  - name: main\n    image: /a/b/c/d:e\n",
     )
     .unwrap();
     // (environment, arguments, what the one error line must mention)
@@ -603,6 +610,11 @@ fn bad_settings_fail_in_one_line_before_any_call() {
         ),
         (vec![], vec!["--spec", "spec/absent.yaml"], "not found"),
         (vec![], vec!["--spec", dollar_spec.to_str().unwrap()], "$$"),
+        (
+            vec![],
+            vec!["--spec", urlless_spec.to_str().unwrap()],
+            "exactly one 'SERVICE_URL:' line",
+        ),
         (vec![], vec!["--bogus"], "unknown argument"),
         (vec![], vec!["--job-name"], "needs a value"),
         (

@@ -455,3 +455,25 @@ fn a_split_stops_once_its_batch_has_too_many_failed_rows() {
     assert!(alone.iter().all(|rows| rows[0].0 != 40), "{alone:?}");
     assert_eq!(files_in(&dir), ["input.txt"]);
 }
+
+/// REJECTS_FILE goes into place first: should OUTPUT_FILE then fail to,
+/// REJECTS_FILE is removed again, so that neither is there without the
+/// other.
+#[test]
+fn no_rejects_file_is_left_without_its_output_file() {
+    let server = picky_service(usize::MAX);
+    let dir = TempDir::new("rejects-alone");
+    let input = input(&dir);
+    // A directory where the output file would go: no file can replace it.
+    let output = dir.join("out.jsonl");
+    std::fs::create_dir(&output).unwrap();
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("REJECTS_FILE", dir.join("rejects.jsonl"))
+        .env("MAX_FAILED_ROWS", "6")
+        .run();
+    outcome.assert_fails(74, "moving ");
+    assert_eq!(files_in(&dir), ["input.txt", "out.jsonl"]);
+    assert!(output.is_dir());
+}

@@ -140,6 +140,11 @@ fn a_stop_during_the_copy_into_place_leaves_no_half_written_output() {
             continue;
         }
         assert_eq!(status.code(), Some(143), "{log}");
+        // The stop waited for the copy: it was deferred, not taken at once.
+        assert!(
+            log.contains("[WARNING] Received SIGTERM; stopping the job once the files being put in place can be removed"),
+            "{log}"
+        );
         assert_eq!(files_in(&backing), Vec::<String>::new(), "{log}");
         eprintln!("observed: stopped during the copy of {rows} rows, nothing left");
         return;

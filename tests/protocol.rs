@@ -275,16 +275,17 @@ fn a_batch_accepted_and_never_finished_fails_at_async_timeout() {
     );
     assert!(outcome.lines("WARNING").is_empty(), "{outcome}");
     assert!(
-        outcome.elapsed >= Duration::from_secs(1) && outcome.elapsed < Duration::from_secs(3),
+        outcome.elapsed >= Duration::from_secs(1) && outcome.elapsed < Duration::from_secs(5),
         "{outcome}"
     );
-    // 100 ms, doubling: 100 + 200 + 400 + the 300 left = 4 polls in 1 s.
+    // 100 ms, doubling: 100 + 200 + 400 + the 300 left = 4 polls in 1 s,
+    // or 3 where the machine is so slow that the last wait is all used up.
     let polls = server
         .requests()
         .iter()
         .filter(|r| r.method == "GET")
         .count();
-    assert_eq!(polls, 4, "{outcome}");
+    assert!((3..=4).contains(&polls), "{polls} polls:\n{outcome}");
     job(&server.url())
         .env("ASYNC_TIMEOUT", "0")
         .run()
