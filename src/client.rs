@@ -25,7 +25,7 @@ use crate::config::{Config, ServiceUrl};
 use crate::decimal;
 use crate::error::Error;
 use crate::logging;
-use crate::reply::{BadReply, Reply, preview};
+use crate::reply::{BadReply, PREVIEW_BYTES, Reply, preview};
 use crate::resolve::{CachingResolver, ResolveCache};
 use crate::time::Seconds;
 
@@ -479,7 +479,7 @@ impl Client {
                 )),
                 Err(problem) => Err(rejected(
                     None,
-                    problem.describe(&self.url.secrets().redact(reply.body())),
+                    problem.describe(reply.body().len(), &self.quoted(reply.body())),
                 )),
             },
             300..=399 => Err(Verdict::GiveUp(Error::protocol(
@@ -492,10 +492,7 @@ impl Client {
             ))),
             _ => Err(rejected(
                 Some(status),
-                format!(
-                    "HTTP {status}: {}",
-                    preview(&self.url.secrets().redact(reply.body()))
-                ),
+                format!("HTTP {status}: {}", preview(&self.quoted(reply.body()))),
             )),
         }
     }
@@ -568,6 +565,12 @@ impl Client {
 }
 
 impl Client {
+    /// What an error message may quote of `body`: its start, the password
+    /// taken out.
+    fn quoted<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        self.url.secrets().redact_head(body, PREVIEW_BYTES)
+    }
+
     fn no_reply_within(&self, limits: &Limits) -> String {
         format!(
             "no complete reply {}",

@@ -223,8 +223,7 @@ impl Sink {
             }
             None => {
                 for i in 0..reply.len() {
-                    let value = display_value(reply.value(i));
-                    log::info!("Received response from {url}: {value}");
+                    log_reply(url, reply.value(i));
                 }
                 Ok(())
             }
@@ -238,7 +237,7 @@ impl Sink {
         self.rejected.clear();
         for (i, &index) in batch.indices().iter().enumerate() {
             let value = match parts.row(i) {
-                Ok(value) => value,
+                Ok(value) => Some(value),
                 Err(problem) => {
                     self.failed += 1;
                     let allowed = self.max_failed_rows.unwrap_or(0);
@@ -254,16 +253,15 @@ impl Sink {
                         Some(_) => push_rejected_row(&mut self.rejected, batch, i, problem),
                         None => log::warn!("Row {index} failed: {problem}"),
                     }
-                    b"null"
+                    None
                 }
             };
-            match self.output {
-                Some(_) => push_output_line(&mut self.lines, index, value),
-                None if parts.row(i).is_ok() => {
-                    let value = display_value(value);
-                    log::info!("Received response from {url}: {value}");
+            match (&self.output, value) {
+                (Some(_), value) => {
+                    push_output_line(&mut self.lines, index, value.unwrap_or(b"null"))
                 }
-                None => {}
+                (None, Some(value)) => log_reply(url, value),
+                (None, None) => {}
             }
         }
         if let Some(file) = &mut self.output {
@@ -304,6 +302,13 @@ impl Sink {
         }
         committed
     }
+}
+
+/// A reply value as the log shows it without OUTPUT_FILE, the tutorial's
+/// line.
+fn log_reply(url: &ServiceUrl, value: &[u8]) {
+    let value = display_value(value);
+    log::info!("Received response from {url}: {value}");
 }
 
 /// Appends REJECTS_FILE's line for row `i` of `batch`, which failed for

@@ -55,18 +55,16 @@ pub enum BadReply {
 }
 
 impl BadReply {
-    /// The message, quoting `shown` where it quotes the body.
-    pub fn describe(self, shown: &[u8]) -> String {
+    /// The message for a body of `length` bytes, quoting `shown` (its
+    /// start, at least `PREVIEW_BYTES` of it) where it quotes the body.
+    pub fn describe(self, length: usize, shown: &[u8]) -> String {
         match self {
             BadReply::Message(message) => message,
             BadReply::NotJson => format!("reply is not valid JSON: {}", preview(shown)),
             BadReply::NoData => format!("reply has no \"data\" key: {}", preview(shown)),
-            BadReply::EndsEarly if shown.is_empty() => {
-                "reply is not valid JSON: it is empty".to_owned()
-            }
+            BadReply::EndsEarly if length == 0 => "reply is not valid JSON: it is empty".to_owned(),
             BadReply::EndsEarly => format!(
-                "reply ends before its JSON is complete, after {} bytes: {}",
-                shown.len(),
+                "reply ends before its JSON is complete, after {length} bytes: {}",
                 preview(shown)
             ),
         }
@@ -294,7 +292,7 @@ fn checked_reply(body: &[u8], sent: &[u64]) -> Result<Reply, String> {
         .map_err(|e| e.to_string())?;
     reply
         .decode(sent)
-        .map_err(|problem| problem.describe(body))?;
+        .map_err(|problem| problem.describe(body.len(), body))?;
     Ok(reply)
 }
 
@@ -604,10 +602,13 @@ fn place_row(
     Ok(slot)
 }
 
+/// How much of a body an error message quotes.
+pub const PREVIEW_BYTES: usize = 200;
+
 /// The first 200 bytes of a body, for error messages: quoted and escaped as
 /// a JSON string.
 pub fn preview(body: &[u8]) -> String {
-    const LIMIT: usize = 200;
+    const LIMIT: usize = PREVIEW_BYTES;
     let shown = String::from_utf8_lossy(&body[..body.len().min(LIMIT)]);
     let mut preview = logging::quoted(shown.trim_end());
     if body.len() > LIMIT {

@@ -106,6 +106,15 @@ impl Secrets {
         self.forms.is_empty()
     }
 
+    /// The first `head` bytes of `text`, and as many more as the longest
+    /// form (one may start among them), with every form replaced: what a
+    /// message quotes of a body, without copying a body that may be a
+    /// gibibyte once per form.
+    pub fn redact_head<'a>(&self, text: &'a [u8], head: usize) -> Cow<'a, [u8]> {
+        let longest = self.forms.iter().map(Vec::len).max().unwrap_or(0);
+        self.redact(&text[..text.len().min(head.saturating_add(longest))])
+    }
+
     /// `text` with every form replaced by `***`; borrowed when there was
     /// nothing to replace.
     pub fn redact<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
@@ -203,6 +212,19 @@ pub fn hidden_in_logs() -> Option<&'static Secrets> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_head_of_a_body_is_redacted_as_far_as_a_form_it_starts_reaches() {
+        let secrets = Secrets::of_userinfo("bob:s3cret-pass");
+        let body = [&b"x".repeat(198)[..], b"s3cret-pass and more"].concat();
+        let head = secrets.redact_head(&body, 200);
+        // The form that starts at 198 is taken out whole; the head goes as
+        // far as the longest form past 200 (the Basic token), no further.
+        assert!(head.starts_with(&[&b"x".repeat(198)[..], b"***"].concat()));
+        assert!(!head.windows(6).any(|w| w == b"s3cret"));
+        assert!(head.len() < body.len());
+        assert_eq!(&*secrets.redact_head(b"short", 200), b"short");
+    }
 
     #[test]
     fn every_form_of_the_password_is_redacted() {
