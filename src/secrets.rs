@@ -54,7 +54,9 @@ impl Secrets {
     }
 
     /// The forms of the password in a URL's `user:password` part; none when
-    /// it has no password.
+    /// it has no password. The tests' way in: the job finds them with
+    /// `of_url`.
+    #[cfg(test)]
     pub fn of_userinfo(userinfo: &str) -> Secrets {
         let mut secrets = Secrets::default();
         secrets.add_userinfo(userinfo);
