@@ -16,14 +16,4 @@ fn main() {
     // instead of reporting, since its unwind tables are gone.
     let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     println!("cargo:rustc-link-arg-bins=-T{dir}/release.ld");
-    // Identical code folding: functions whose machine code came out the
-    // same (generic code instantiated for types of one layout, drop glue,
-    // closures) are kept once. Rust promises no function a unique address,
-    // so folding Rust's is sound. Of musl's only trivial ones fold, and the
-    // one musl compares by address (nodtor, an empty destructor) it
-    // compares only to skip calling it. Data is not folded: lld leaves
-    // read-only data alone unless told --ignore-data-address-equality, so
-    // statics keep their own addresses. The gzip goals need it (README,
-    // Building), and tests/release.rs checks that it still folds.
-    println!("cargo:rustc-link-arg-bins=--icf=all");
 }

@@ -1,10 +1,10 @@
 //! The binary that ships, as the release link cuts it (src/unwind.rs,
-//! release.ld and identical code folding from build.rs, src/thread_name.rs):
+//! release.ld from build.rs, src/thread_name.rs):
 //!
 //! - what the link kept: the same build made again with its symbols
 //!   (`scripts/build --unstripped`, and `--tiny` too when TINY_IMAGE is set),
 //!   read with `nm`. libunwind, std's symbolizer and musl's printf engine
-//!   must be gone, and the replacements there; identical functions folded;
+//!   must be gone, and the replacements there;
 //! - the shipped binaries: no unwind tables, still position-independent with
 //!   RELR relocations, threads still named;
 //! - a panic: a release build with the test-only `panic-trigger` feature
@@ -20,7 +20,7 @@ mod common;
 use common::docker::*;
 use common::http::{EchoService, SilentServer};
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::env;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -203,52 +203,6 @@ fn the_tiny_link_keeps_none_of_what_the_cuts_remove() {
     }
     // Tiny's std is built to abort: it has no landing pads to resume from.
     check_symbols(tiny_unstripped(), &OURS[..1]);
-}
-
-/// How many addresses hold two or more Rust functions. Identical code
-/// folding (`--icf=all`, from build.rs) keeps the symbol of every function
-/// it folds, at the one copy left; without it no two Rust functions share
-/// an address (rustc makes no aliases here), with it dozens do.
-fn folded_addresses(binary: &Path) -> usize {
-    let out = run_with_timeout(
-        Command::new("nm")
-            .args(["--demangle", "--defined-only"])
-            .arg(binary),
-        Duration::from_secs(60),
-    );
-    assert_success("nm", &out);
-    let mut functions: BTreeMap<String, usize> = BTreeMap::new();
-    for line in text(&out.stdout).lines() {
-        // "ADDRESS TYPE NAME"
-        let mut fields = line.splitn(3, ' ');
-        let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if matches!(kind, "t" | "T") && name.contains("::") {
-            *functions.entry(address.to_string()).or_default() += 1;
-        }
-    }
-    functions.values().filter(|&&count| count > 1).count()
-}
-
-#[test]
-fn the_release_links_fold_identical_code() {
-    let mut binaries = vec![stable_unstripped()];
-    if tiny_wanted() {
-        binaries.push(tiny_unstripped());
-    } else {
-        loud("tiny build not requested (TINY_IMAGE unset): its folding not checked");
-    }
-    for binary in binaries {
-        let folded = folded_addresses(binary);
-        assert!(
-            folded >= 10,
-            "{}: only {folded} addresses hold more than one Rust function; \
-             does build.rs still link with --icf=all?",
-            binary.display()
-        );
-    }
 }
 
 #[test]
