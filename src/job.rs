@@ -354,19 +354,14 @@ impl Senders<'_, '_> {
         }
     }
 
-    /// How many batches may be read ahead of the last one written: twice
-    /// the limit, so that each request thread has the next at hand and a
-    /// slow batch holds up the output less; four times with `auto`, whose
-    /// probes meet a 429 now and then on purpose, and the refused batch
-    /// waits out a backoff of a few rounds. One when sending inline, so that
-    /// nothing more is sent after a batch has failed.
+    /// How many batches may be read ahead of the last one written: the
+    /// limiter's read-ahead; one when sending inline, so that nothing more
+    /// is sent after a batch has failed.
     fn window(&self) -> u64 {
         let Senders::Threads(crew) = self else {
             return 1;
         };
-        let state = crew.pool.lock();
-        let rounds = if state.limiter.adapts() { 4 } else { 2 };
-        (rounds * state.limiter.limit()) as u64
+        crew.pool.lock().limiter.read_ahead() as u64
     }
 
     /// The next batch answered, in the order they were answered; None when

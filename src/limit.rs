@@ -134,6 +134,15 @@ impl Limiter {
         (self.lowest, self.highest)
     }
 
+    /// How many batches the job may read ahead of the last one written:
+    /// twice the limit, so that each request thread has the next at hand
+    /// and a slow batch holds up the output less; four times when the
+    /// limit adapts, as its probes meet a 429 now and then on purpose, and
+    /// the refused batch waits out a backoff of a few rounds.
+    pub fn read_ahead(&self) -> usize {
+        self.limit() * if self.adapts { 4 } else { 2 }
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -364,11 +373,6 @@ mod tests {
     /// no more.
     const WIRE: Duration = Duration::from_micros(300);
 
-    /// `job.rs`'s read-ahead.
-    fn window(limiter: &Limiter) -> usize {
-        limiter.limit() * if limiter.adapts() { 4 } else { 2 }
-    }
-
     /// The job of `job.rs` against `service`, on a simulated clock: `batches`
     /// batches read ahead as the job does, each attempt taking a slot of
     /// `limiter`, a refused batch sleeping in the client's backoff without
@@ -398,7 +402,7 @@ mod tests {
         let mut random = 0x2545_f491_4f6c_dd1du64;
         let mut now = Duration::ZERO;
         loop {
-            while next_to_send < batches && next_to_send - next_to_write < window(&limiter) {
+            while next_to_send < batches && next_to_send - next_to_write < limiter.read_ahead() {
                 ready.push_back(next_to_send);
                 next_to_send += 1;
             }
