@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::input::{self, Rows};
 use crate::limit::{Limiter, Ticket};
 use crate::logging;
-use crate::output::AtomicFile;
+use crate::output::{self, AtomicFile};
 use crate::reply::{Reply, display_value, push_output_line};
 use crate::request::{encode_request, push_json_string, push_row_values};
 use crate::rows::{Batch, InputFormat};
@@ -293,7 +293,7 @@ impl Sink {
         let stopped = signals::resume_stops();
         for path in &placed {
             if committed.is_err() || stopped.is_some() {
-                let _ = std::fs::remove_file(path);
+                let _ = output::remove_closed(path);
             }
             signals::leave_on_stop(path);
         }

@@ -12,9 +12,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::{random, signals};
@@ -137,7 +138,7 @@ impl AtomicFile {
         });
         let stopped = signals::resume_stops();
         if copied.is_err() || stopped.is_some() {
-            let _ = std::fs::remove_file(&self.destination);
+            let _ = remove_closed(&self.destination);
         }
         signals::leave_on_stop(&self.destination);
         if let Some(signal) = stopped {
@@ -146,7 +147,7 @@ impl AtomicFile {
         copied?;
         // The file is in place, whole: a temporary file left behind is the
         // next run's to remove, not a reason to fail this one.
-        if let Err(cause) = std::fs::remove_file(&self.temp) {
+        if let Err(cause) = remove_closed(&self.temp) {
             log::warn!("Cannot remove {}: {cause}", self.temp.display());
         }
         Ok(())
@@ -159,6 +160,23 @@ impl AtomicFile {
             self.setting,
             self.destination.display()
         )
+    }
+}
+
+/// Removes a file that this job has closed. A FUSE filesystem that cannot
+/// rename, as a stage volume, refuses to remove a file it counts as open,
+/// and it hears of a close only after `close` has returned: a refusal is
+/// tried again for half a second before it counts.
+pub fn remove_closed(path: &Path) -> std::io::Result<()> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound && pause < Duration::from_millis(512) => {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            removed => return removed,
+        }
     }
 }
 
@@ -240,7 +258,9 @@ fn stream(source: &mut File, destination: &mut File) -> std::io::Result<()> {
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.temp);
+            // Closed first: a stage volume would refuse to remove it open.
+            drop(self.writer.take());
+            let _ = remove_closed(&self.temp);
             signals::leave_on_stop(&self.temp);
         }
     }

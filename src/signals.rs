@@ -120,7 +120,7 @@ pub fn stop(signal: i32) -> ! {
 
 fn stop_with(state: MutexGuard<'static, Stopping>, signal: i32) -> ! {
     for path in state.files.iter() {
-        let _ = std::fs::remove_file(path);
+        let _ = crate::output::remove_closed(path);
     }
     std::process::exit(described(signal).1)
 }

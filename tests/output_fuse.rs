@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::http::*;
 use common::job::*;
@@ -64,7 +65,9 @@ fn output_lands_where_rename_and_chmod_are_refused() {
     fs::write(&probe, "x").unwrap();
     assert!(fs::set_permissions(&probe, fs::Permissions::from_mode(0o600)).is_err());
     assert!(fs::rename(&probe, stage.join("probe2")).is_err());
-    fs::remove_file(&probe).unwrap();
+    // Through the backing directory: the mount hears of the close above only
+    // after it returned, and refuses to remove a file it counts as open.
+    fs::remove_file(backing.join("probe")).unwrap();
 
     let server = serve_echo("Bob");
     let input = dir.join("input.txt");
@@ -95,6 +98,80 @@ fn output_lands_where_rename_and_chmod_are_refused() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(fs::read_to_string(&output).unwrap(), "[0,\"Bob said d\"]\n");
     assert_eq!(files_in(&stage), ["out.jsonl"]);
+}
+
+/// A job that fails leaves nothing on such a filesystem: not its temporary
+/// file either, which it closes before removing it.
+#[test]
+fn a_failed_job_leaves_no_temporary_file() {
+    let dir = TempDir::new("fuse-failed");
+    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
+    let Some(_mount) = Mount::new(&backing, &stage) else {
+        return;
+    };
+    let server = serve(|_, _| Reply::json(400, "no"));
+    let input = dir.join("input.txt");
+    fs::write(&input, "a\nb\n").unwrap();
+    let outcome = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", stage.join("out.jsonl"))
+        .run();
+    outcome.assert_fails(76, "HTTP 400");
+    assert_eq!(files_in(&backing), Vec::<String>::new(), "{outcome}");
+}
+
+/// Such a filesystem hears of a close only after `close` returned, and
+/// refuses to remove a file it still counts as open. Here the temporary file
+/// is held open a little past the copy into place, as a late close would:
+/// the job removes it all the same once it is let go.
+#[test]
+fn the_temporary_file_is_removed_once_the_filesystem_lets_it_go() {
+    let dir = TempDir::new("fuse-late-close");
+    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
+    let Some(_mount) = Mount::new(&backing, &stage) else {
+        return;
+    };
+    // The service answers once the test holds the temporary file.
+    let (held, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let server = serve(move |request, _| {
+        let _ = gate.lock().map(|gate| gate.recv());
+        echo("Bob", request)
+    });
+    let input = dir.join("input.txt");
+    fs::write(&input, "a\nb\n").unwrap();
+    let mut child = job(&server.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", stage.join("out.jsonl"))
+        .env("RUST_LOG", "service_to_service=debug")
+        .spawn();
+    let temp = loop {
+        if let Some(name) = files_in(&backing).into_iter().find(|n| n.ends_with(".tmp")) {
+            break stage.join(name);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut holder = Some(fs::File::open(&temp).expect("open the temporary file"));
+    held.send(()).unwrap();
+    let stdout = child.stdout.take().expect("stdout");
+    let mut log = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read the job's log");
+        if line.contains("Cannot rename into place; copying") {
+            std::thread::sleep(Duration::from_millis(100));
+            holder = None;
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(holder.is_none(), "the job never copied into place:\n{log}");
+    assert_eq!(
+        child.wait().expect("wait for the job").code(),
+        Some(0),
+        "{log}"
+    );
+    assert!(!log.contains("Cannot remove"), "{log}");
+    assert_eq!(files_in(&backing), ["out.jsonl"], "{log}");
 }
 
 /// A stop while the finished output is being copied into place, on a
