@@ -23,8 +23,10 @@ fn assert_refused(server: &Server, name: &str, value: &str, says: &[&str]) {
             "{name}={value:?}: ERROR line lacks {part:?}:\n{outcome}"
         );
     }
+    // At once, not after the 60 s RETRY_DEADLINE; a busy machine can take
+    // a second to start a process.
     assert!(
-        outcome.elapsed < Duration::from_secs(1),
+        outcome.elapsed < Duration::from_secs(5),
         "refused at once:\n{outcome}"
     );
     eprintln!("observed: {name}={value:?} -> exit 64, ERROR: {error}");
@@ -181,7 +183,8 @@ fn a_password_in_the_url_is_never_logged_on_any_path() {
     assert!(outcome.stdout.contains("bob:***@"), "{outcome}");
 
     // Unreachable: refused, retried, given up.
-    let refused = format!("http://bob:hunter2@127.0.0.1:{}/echo", free_port());
+    let nobody = ReservedPort::new();
+    let refused = format!("http://bob:hunter2@{}/echo", nobody.addr);
     let outcome = job(&refused)
         .env("RUST_LOG", "trace")
         .env("RETRY_DEADLINE", "500ms")

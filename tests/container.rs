@@ -196,8 +196,12 @@ fn job_container_finds_the_service_through_spcs_search_domains() {
     assert!(dns.names_asked("AAAA").is_empty(), "{}", dns.log());
 }
 
+/// Stopped at once by its SIGTERM, not killed when `stop`'s grace runs out:
+/// the grace is 30 s here, so a job that ignored the signal would take 30 s
+/// and exit 137. The bound leaves the engine's own round trips room on a
+/// busy machine.
 #[test]
-fn docker_stop_ends_a_waiting_job_within_2_seconds() {
+fn docker_stop_ends_a_waiting_job_at_its_sigterm() {
     let Some(engine) = require_engine() else {
         return;
     };
@@ -239,10 +243,10 @@ fn docker_stop_ends_a_waiting_job_within_2_seconds() {
         thread_sleep_ms(200);
 
         let started = Instant::now();
-        engine_ok(&engine, &["stop", &name]);
+        engine_ok(&engine, &["stop", "--time", "30", &name]);
         let took = started.elapsed();
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(10),
             "{}: docker stop took {took:?}; the binary must handle SIGTERM as PID 1",
             build.tag
         );

@@ -308,7 +308,8 @@ fn an_outage_is_never_a_failed_row() {
     // RETRY_DEADLINE; however many rows may fail, the job fails.
     let dir = TempDir::new("failed-rows-outage");
     let input = input(&dir);
-    let outcome = job(&format!("http://127.0.0.1:{}/echo", free_port()))
+    let nobody = ReservedPort::new();
+    let outcome = job(&nobody.url())
         .env("INPUT_FILE", &input)
         .env("OUTPUT_FILE", dir.join("out.jsonl"))
         .env("REJECTS_FILE", dir.join("rejects.jsonl"))

@@ -127,8 +127,19 @@ fn a_reset_in_the_middle_of_the_headers_is_unreachable() {
         }
     });
     let outcome = run_bounded(against(addr));
-    outcome.assert_fails(69, "connection reset");
-    assert!(!outcome.lines("WARNING").is_empty(), "{outcome}");
+    // Each attempt takes the peer's 50 ms: on a busy machine the last one
+    // may be left less, and end at RETRY_DEADLINE instead.
+    assert_fails_with_one_of(
+        &outcome,
+        69,
+        &["connection reset", "left before RETRY_DEADLINE"],
+    );
+    let warnings = outcome.lines("WARNING");
+    assert!(!warnings.is_empty(), "{outcome}");
+    assert!(
+        warnings.iter().all(|w| w.contains("connection reset")),
+        "{outcome}"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -180,8 +180,8 @@ fn bad_configuration_exits_64_before_any_request() {
 
 #[test]
 fn an_unreachable_service_exits_69_after_retrying() {
-    let url = format!("http://127.0.0.1:{}/echo", free_port());
-    let outcome = job(&url).env("RETRY_DEADLINE", "1s").run();
+    let nobody = ReservedPort::new();
+    let outcome = job(&nobody.url()).env("RETRY_DEADLINE", "1s").run();
     outcome.assert_fails(69, "connection refused");
     let warnings = outcome.lines("WARNING");
     assert!(warnings.len() >= 3, "{outcome}");
@@ -195,15 +195,11 @@ fn an_unreachable_service_exits_69_after_retrying() {
 
 #[test]
 fn a_service_that_starts_late_is_waited_for() {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/echo");
-    let child = job(&url).env("RETRY_DEADLINE", "20s").spawn();
+    let port = ReservedPort::new();
+    let child = job(&port.url()).env("RETRY_DEADLINE", "20s").spawn();
     let started = Instant::now();
     thread::sleep(Duration::from_secs(2));
-    let _server = serve_on(
-        TcpListener::bind(("127.0.0.1", port)).expect("rebind"),
-        |r, _| echo("Bob", r),
-    );
+    let _server = serve_on(port.listen(), |r, _| echo("Bob", r));
     let outcome = finish(child, started);
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert!(outcome.lines("WARNING").len() >= 2, "{outcome}");
@@ -266,12 +262,14 @@ fn sigterm_and_sigint_stop_a_waiting_job_at_once() {
         (libc::SIGTERM, 143, "SIGTERM"),
         (libc::SIGINT, 130, "SIGINT"),
     ] {
-        let addr = serve_raw(|stream| {
-            let _request = read_raw_request(&stream);
+        let (asked, request) = mpsc::channel();
+        let addr = serve_raw(move |stream| {
+            let _ = asked.send(read_raw_request(&stream));
             thread::sleep(Duration::from_secs(30));
         });
         let child = job(&format!("http://{addr}/echo")).spawn();
-        thread::sleep(Duration::from_millis(500));
+        // Waiting for the reply, not starting up: the job has sent its request.
+        let _ = request.recv_timeout(Duration::from_secs(20));
         let sent = Instant::now();
         send_signal(&child, signal);
         let outcome = finish(child, sent);

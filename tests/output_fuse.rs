@@ -122,7 +122,7 @@ fn a_failed_job_leaves_no_temporary_file() {
 
 /// Such a filesystem hears of a close only after `close` returned, and
 /// refuses to remove a file it still counts as open. Here the temporary file
-/// is held open a little past the copy into place, as a late close would:
+/// is held open 50 ms past the copy into place, as a late close would:
 /// the job removes it all the same once it is let go.
 #[test]
 fn the_temporary_file_is_removed_once_the_filesystem_lets_it_go() {
@@ -158,7 +158,7 @@ fn the_temporary_file_is_removed_once_the_filesystem_lets_it_go() {
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("read the job's log");
         if line.contains("Cannot rename into place; copying") {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
             holder = None;
         }
         log.push_str(&line);

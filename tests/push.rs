@@ -18,12 +18,13 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const REPOSITORY: &str = "tutorial_db/data_schema/tutorial_repository";
 
 struct Registry {
-    _process: ChildGuard,
+    process: ChildGuard,
     storage: TempDir,
     addr: String,
 }
@@ -36,6 +37,10 @@ impl Registry {
             skip_unless_ci("Debian's docker-registry (apt-get install docker-registry)");
             return None;
         }
+        // Held until the registry answers: two tests starting at once would
+        // both find 5000 free, and one registry would fail to bind it.
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let port = match TcpListener::bind("127.0.0.1:5000") {
             Ok(_) => 5000,
             Err(_) => TcpListener::bind("127.0.0.1:0")
@@ -60,8 +65,8 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let registry = Registry {
-            _process: ChildGuard(process),
+        let mut registry = Registry {
+            process: ChildGuard(process),
             storage,
             addr,
         };
@@ -79,6 +84,12 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Answered by this registry, not another one on the same port.
+        assert!(
+            matches!(registry.process.0.try_wait(), Ok(None)),
+            "docker-registry exited: {}",
+            fs::read_to_string(registry.storage.join("registry.log")).unwrap_or_default()
+        );
         Some(registry)
     }
 

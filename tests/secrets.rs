@@ -173,7 +173,8 @@ fn neither_the_token_nor_the_environment_ever_reaches_the_output() {
     assert_no_secret(&outcome, "success");
 
     // Unreachable: retried, then 69.
-    let refused = format!("http://127.0.0.1:{}/echo", free_port());
+    let nobody = ReservedPort::new();
+    let refused = nobody.url();
     let outcome = run(jail.job(&refused).env("RETRY_DEADLINE", "300ms"));
     outcome.assert_fails(69, "connection refused");
     assert_no_secret(&outcome, "unreachable");
@@ -195,15 +196,16 @@ fn neither_the_token_nor_the_environment_ever_reaches_the_output() {
     assert_no_secret(&outcome, "no input");
 
     // Stopped by SIGTERM while waiting for the service.
-    let silent = serve_raw(|stream| {
-        let _request = read_raw_request(&stream);
+    let (asked, request) = std::sync::mpsc::channel();
+    let silent = serve_raw(move |stream| {
+        let _ = asked.send(read_raw_request(&stream));
         thread::sleep(Duration::from_secs(5));
     });
     let child = jail
         .job(&format!("http://{silent}/echo"))
         .spawn()
         .expect("start");
-    thread::sleep(Duration::from_millis(300));
+    let _ = request.recv_timeout(Duration::from_secs(20));
     send_signal(&child, libc::SIGTERM);
     let outcome = finish(child, Instant::now());
     assert_eq!(outcome.code, Some(143), "{outcome}");

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::env;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -325,27 +326,9 @@ pub fn reset(stream: TcpStream) {
 /// whose queue of connections not yet accepted is already full, so the
 /// kernel drops every further SYN. Keep the returned sockets alive as long
 /// as the address is used.
-pub fn unanswered_address() -> (SocketAddr, Vec<TcpStream>, std::os::fd::OwnedFd) {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: plain socket calls on a descriptor this function owns; the
-    // address structure is fully initialised and of the size passed.
-    let (listener, addr) = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket");
-        let listener = OwnedFd::from_raw_fd(fd);
-        let mut address: libc::sockaddr_in = std::mem::zeroed();
-        address.sin_family = libc::AF_INET as libc::sa_family_t;
-        address.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let bound = libc::bind(fd, (&raw const address).cast(), size);
-        assert_eq!(bound, 0, "bind");
-        assert_eq!(libc::listen(fd, 0), 0, "listen");
-        let mut length = size;
-        let named = libc::getsockname(fd, (&raw mut address).cast(), &mut length);
-        assert_eq!(named, 0, "getsockname");
-        let port = u16::from_be(address.sin_port);
-        (listener, SocketAddr::from(([127, 0, 0, 1], port)))
-    };
+pub fn unanswered_address() -> (SocketAddr, Vec<TcpStream>, OwnedFd) {
+    let (listener, addr) = bound_socket();
+    listen(&listener, 0);
     // A backlog of 0 still queues one connection; fill it, and then some.
     let mut fillers = Vec::new();
     for _ in 0..2 {
@@ -368,12 +351,58 @@ pub fn ipv6_loopback() -> Option<TcpListener> {
     }
 }
 
-/// A loopback port with nothing listening on it (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A TCP socket bound to a free loopback port, and not listening.
+fn bound_socket() -> (OwnedFd, SocketAddr) {
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // address structure is fully initialised and of the size passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let socket = OwnedFd::from_raw_fd(fd);
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, (&raw const address).cast(), size);
+        assert_eq!(bound, 0, "bind");
+        let mut length = size;
+        let named = libc::getsockname(fd, (&raw mut address).cast(), &mut length);
+        assert_eq!(named, 0, "getsockname");
+        let port = u16::from_be(address.sin_port);
+        (socket, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+}
+
+fn listen(socket: &OwnedFd, backlog: i32) {
+    // SAFETY: listen on a descriptor the caller owns, open for its lifetime.
+    let result = unsafe { libc::listen(socket.as_raw_fd(), backlog) };
+    assert_eq!(result, 0, "listen");
+}
+
+/// A loopback port where connections are refused, held for as long as this
+/// lives: bound and not listening, so no other socket can take it, which a
+/// port found free and released cannot promise. `listen` opens it later,
+/// for a service that starts late.
+pub struct ReservedPort {
+    socket: OwnedFd,
+    pub addr: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        let (socket, addr) = bound_socket();
+        ReservedPort { socket, addr }
+    }
+
+    /// `http://127.0.0.1:PORT/echo`.
+    pub fn url(&self) -> String {
+        format!("http://{}/echo", self.addr)
+    }
+
+    pub fn listen(self) -> TcpListener {
+        listen(&self.socket, 128);
+        TcpListener::from(self.socket)
+    }
 }
 
 /// The project's Rust echo server (examples/echo_service.rs), built with the

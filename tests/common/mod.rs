@@ -189,6 +189,17 @@ pub fn assert_lines(actual: &[String], expected: &[String]) {
     assert_eq!(actual.len(), expected.len(), "lines");
 }
 
+/// Waits until `condition` holds, polling; fails the test naming `what`
+/// after 20 s. What a test waits for before it acts, rather than a sleep
+/// that a busy machine can outlast.
+pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "waited 20 s for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The names of the files in `dir`, sorted.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
