@@ -56,7 +56,7 @@ pub fn watch() {
                 if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
                     continue;
                 }
-                let (name, _) = described(signal);
+                let (name, status) = described(signal);
                 let mut state = stopping();
                 // A second signal does not wait.
                 if state.deferred > 0 && state.asked.is_none() {
@@ -71,7 +71,13 @@ pub fn watch() {
                 // Under the same lock as the check: a deferral cannot begin
                 // in between.
                 log::warn!("Received {name}; stopping the job before it finished");
-                stop_with(state, signal)
+                // A file may be open for writing here: one try each, since
+                // a filesystem that refuses to remove an open file would
+                // refuse every try until the exit closes it.
+                for path in state.files.iter() {
+                    let _ = std::fs::remove_file(path);
+                }
+                std::process::exit(status)
             }
         });
 }
@@ -112,14 +118,11 @@ pub fn resume_stops() -> Option<i32> {
     }
 }
 
-/// Ends the job as a signal asks: removes the files registered, exits with
-/// 128 + the signal.
+/// Ends the job as a deferred stop asks, at the safe point where the job
+/// has closed its files: removes the files registered, exits with 128 + the
+/// signal.
 pub fn stop(signal: i32) -> ! {
-    stop_with(stopping(), signal)
-}
-
-fn stop_with(state: MutexGuard<'static, Stopping>, signal: i32) -> ! {
-    for path in state.files.iter() {
+    for path in stopping().files.iter() {
         let _ = crate::output::remove_closed(path);
     }
     std::process::exit(described(signal).1)

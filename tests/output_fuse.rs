@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::http::*;
 use common::job::*;
@@ -172,6 +172,66 @@ fn the_temporary_file_is_removed_once_the_filesystem_lets_it_go() {
     );
     assert!(!log.contains("Cannot remove"), "{log}");
     assert_eq!(files_in(&backing), ["out.jsonl"], "{log}");
+}
+
+/// A stop while the output is being written: the temporary file is open
+/// then, and such a filesystem refuses to remove it, so it is left, and the
+/// job still exits at once; the next run removes it.
+#[test]
+fn a_stop_while_writing_leaves_a_temporary_file_that_the_rerun_removes() {
+    let dir = TempDir::new("fuse-stop-writing");
+    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
+    let Some(_mount) = Mount::new(&backing, &stage) else {
+        return;
+    };
+    let stalling = serve(|request, n| match n {
+        0..=2 => echo("Bob", request),
+        _ => Reply::json(200, "").after(Duration::from_secs(30)),
+    });
+    let input = dir.join("input.txt");
+    fs::write(&input, "x\n".repeat(100)).unwrap();
+    let output = stage.join("out.jsonl");
+    let child = job(&stalling.url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "10")
+        .spawn();
+    wait_until("the job's fourth request", || {
+        stalling.requests().len() >= 4
+    });
+    let sent = Instant::now();
+    send_signal(&child, libc::SIGTERM);
+    let outcome = finish(child, sent);
+    assert_eq!(outcome.code, Some(143), "{outcome}");
+    assert!(outcome.elapsed < Duration::from_secs(5), "{outcome}");
+    let left = files_in(&backing);
+    eprintln!(
+        "observed: {left:?} left by the stop, in {:?}",
+        outcome.elapsed
+    );
+    assert!(
+        left.iter()
+            .all(|f| f.starts_with(".out.jsonl.") && f.ends_with(".tmp")),
+        "{left:?}"
+    );
+
+    let outcome = job(&serve_echo("Bob").url())
+        .env("INPUT_FILE", &input)
+        .env("OUTPUT_FILE", &output)
+        .env("BATCH_SIZE", "10")
+        .run();
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(
+        outcome
+            .lines("INFO")
+            .iter()
+            .filter(|l| l.starts_with("Removed "))
+            .count(),
+        left.len(),
+        "{outcome}"
+    );
+    assert_eq!(fs::read_to_string(&output).unwrap().lines().count(), 100);
+    assert_eq!(files_in(&backing), ["out.jsonl"]);
 }
 
 /// A stop while the finished output is being copied into place, on a
