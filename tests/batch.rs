@@ -231,10 +231,7 @@ fn a_failed_batch_leaves_no_output_file() {
 
 #[test]
 fn sigterm_mid_job_leaves_no_output_file() {
-    let server = serve(|request, n| match n {
-        0..=2 => echo("Bob", request),
-        _ => Reply::json(200, "").after(Duration::from_secs(30)),
-    });
+    let server = serve_three_then_stall();
     let dir = TempDir::new("sigterm");
     let input = write_input(&dir, "x\n".repeat(100).as_bytes());
     let child = job(&server.url())
@@ -255,10 +252,7 @@ fn sigterm_mid_job_leaves_no_output_file() {
 
 #[test]
 fn kill_9_mid_job_leaves_nothing_under_the_final_name() {
-    let server = serve(|request, n| match n {
-        0..=2 => echo("Bob", request),
-        _ => Reply::json(200, "").after(Duration::from_secs(30)),
-    });
+    let server = serve_three_then_stall();
     let dir = TempDir::new("kill9");
     let input = write_input(&dir, "x\n".repeat(100).as_bytes());
     let mut child = job(&server.url())
@@ -294,10 +288,7 @@ fn is_temporary_of_out_jsonl(name: &str) -> bool {
 /// leftovers (its own, and one named as earlier versions named them).
 #[test]
 fn a_job_killed_as_pid_1_does_not_block_its_rerun() {
-    let stalling = serve(|request, n| match n {
-        0..=2 => echo("Bob", request),
-        _ => Reply::json(200, "").after(Duration::from_secs(30)),
-    });
+    let stalling = serve_three_then_stall();
     let dir = TempDir::new("rerun");
     let input = write_input(&dir, "x\n".repeat(100).as_bytes());
     let output = dir.join("out.jsonl");

@@ -184,10 +184,7 @@ fn a_stop_while_writing_leaves_a_temporary_file_that_the_rerun_removes() {
     let Some(_mount) = Mount::new(&backing, &stage) else {
         return;
     };
-    let stalling = serve(|request, n| match n {
-        0..=2 => echo("Bob", request),
-        _ => Reply::json(200, "").after(Duration::from_secs(30)),
-    });
+    let stalling = serve_three_then_stall();
     let input = dir.join("input.txt");
     fs::write(&input, "x\n".repeat(100)).unwrap();
     let output = stage.join("out.jsonl");

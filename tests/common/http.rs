@@ -126,6 +126,16 @@ pub fn serve_echo(name: &'static str) -> Server {
     serve(move |request, _| echo(name, request))
 }
 
+/// A server that answers its first three requests as `serve_echo("Bob")`
+/// does, and holds every later one for 30 s: a job stalled mid-way, with
+/// its output being written.
+pub fn serve_three_then_stall() -> Server {
+    serve(|request, n| match n {
+        0..=2 => echo("Bob", request),
+        _ => Reply::json(200, "").after(Duration::from_secs(30)),
+    })
+}
+
 /// An HTTP/1.1 server on 127.0.0.1 that answers every request with `handler`
 /// and records what it saw. Runs until the test process exits.
 pub struct Server {
