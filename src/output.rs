@@ -258,8 +258,11 @@ fn stream(source: &mut File, destination: &mut File) -> std::io::Result<()> {
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.committed {
-            // Closed first: a stage volume would refuse to remove it open.
-            drop(self.writer.take());
+            // Closed first, its buffer dropped unwritten: a stage volume
+            // would refuse to remove it open.
+            if let Some(writer) = self.writer.take() {
+                drop(writer.into_parts());
+            }
             let _ = remove_closed(&self.temp);
             signals::leave_on_stop(&self.temp);
         }
