@@ -234,12 +234,7 @@ fn sigterm_mid_job_leaves_no_output_file() {
     let server = serve_three_then_stall();
     let dir = TempDir::new("sigterm");
     let input = write_input(&dir, "x\n".repeat(100).as_bytes());
-    let child = job(&server.url())
-        .env("INPUT_FILE", &input)
-        .env("OUTPUT_FILE", dir.join("out.jsonl"))
-        .env("BATCH_SIZE", "10")
-        .spawn();
-    wait_until("the job's fourth request", || server.requests().len() >= 4);
+    let child = spawn_stalled(job(&server.url()), &server, &input, &dir.join("out.jsonl"));
     send_signal(&child, libc::SIGTERM);
     let outcome = finish(child, Instant::now());
     assert_eq!(outcome.code, Some(143), "{outcome}");
@@ -255,12 +250,7 @@ fn kill_9_mid_job_leaves_nothing_under_the_final_name() {
     let server = serve_three_then_stall();
     let dir = TempDir::new("kill9");
     let input = write_input(&dir, "x\n".repeat(100).as_bytes());
-    let mut child = job(&server.url())
-        .env("INPUT_FILE", &input)
-        .env("OUTPUT_FILE", dir.join("out.jsonl"))
-        .env("BATCH_SIZE", "10")
-        .spawn();
-    wait_until("the job's fourth request", || server.requests().len() >= 4);
+    let mut child = spawn_stalled(job(&server.url()), &server, &input, &dir.join("out.jsonl"));
     child.kill().expect("kill -9");
     let _ = child.wait();
     let files = files_in(&dir);
@@ -295,14 +285,7 @@ fn a_job_killed_as_pid_1_does_not_block_its_rerun() {
     let Some(first) = job_as_pid_1(&stalling.url()) else {
         return;
     };
-    let mut child = first
-        .env("INPUT_FILE", &input)
-        .env("OUTPUT_FILE", &output)
-        .env("BATCH_SIZE", "10")
-        .spawn();
-    wait_until("the job's fourth request", || {
-        stalling.requests().len() >= 4
-    });
+    let mut child = spawn_stalled(first, &stalling, &input, &output);
     child.kill().expect("kill -9");
     let _ = child.wait();
     let left = files_in(&dir);

@@ -21,6 +21,14 @@ use common::*;
 struct Mount(PathBuf);
 
 impl Mount {
+    /// A temporary directory holding `backing`, mounted at `stage`.
+    fn in_temp_dir(tag: &str) -> Option<(TempDir, PathBuf, PathBuf, Mount)> {
+        let dir = TempDir::new(tag);
+        let (backing, stage) = (dir.join("backing"), dir.join("stage"));
+        let mount = Mount::new(&backing, &stage)?;
+        Some((dir, backing, stage, mount))
+    }
+
     /// Makes both directories, and mounts `backing` at `mount_point`.
     fn new(backing: &Path, mount_point: &Path) -> Option<Mount> {
         fs::create_dir(backing).unwrap();
@@ -55,9 +63,7 @@ impl Drop for Mount {
 
 #[test]
 fn output_lands_where_rename_and_chmod_are_refused() {
-    let dir = TempDir::new("fuse-output");
-    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
-    let Some(_mount) = Mount::new(&backing, &stage) else {
+    let Some((dir, backing, stage, _mount)) = Mount::in_temp_dir("fuse-output") else {
         return;
     };
     // The premise: this filesystem takes writes but refuses chmod and rename.
@@ -104,9 +110,7 @@ fn output_lands_where_rename_and_chmod_are_refused() {
 /// file either, which it closes before removing it.
 #[test]
 fn a_failed_job_leaves_no_temporary_file() {
-    let dir = TempDir::new("fuse-failed");
-    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
-    let Some(_mount) = Mount::new(&backing, &stage) else {
+    let Some((dir, backing, stage, _mount)) = Mount::in_temp_dir("fuse-failed") else {
         return;
     };
     let server = serve(|_, _| Reply::json(400, "no"));
@@ -126,9 +130,7 @@ fn a_failed_job_leaves_no_temporary_file() {
 /// the job removes it all the same once it is let go.
 #[test]
 fn the_temporary_file_is_removed_once_the_filesystem_lets_it_go() {
-    let dir = TempDir::new("fuse-late-close");
-    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
-    let Some(_mount) = Mount::new(&backing, &stage) else {
+    let Some((dir, backing, stage, _mount)) = Mount::in_temp_dir("fuse-late-close") else {
         return;
     };
     // The service answers once the test holds the temporary file.
@@ -179,23 +181,14 @@ fn the_temporary_file_is_removed_once_the_filesystem_lets_it_go() {
 /// job still exits at once; the next run removes it.
 #[test]
 fn a_stop_while_writing_leaves_a_temporary_file_that_the_rerun_removes() {
-    let dir = TempDir::new("fuse-stop-writing");
-    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
-    let Some(_mount) = Mount::new(&backing, &stage) else {
+    let Some((dir, backing, stage, _mount)) = Mount::in_temp_dir("fuse-stop-writing") else {
         return;
     };
     let stalling = serve_three_then_stall();
     let input = dir.join("input.txt");
     fs::write(&input, "x\n".repeat(100)).unwrap();
     let output = stage.join("out.jsonl");
-    let child = job(&stalling.url())
-        .env("INPUT_FILE", &input)
-        .env("OUTPUT_FILE", &output)
-        .env("BATCH_SIZE", "10")
-        .spawn();
-    wait_until("the job's fourth request", || {
-        stalling.requests().len() >= 4
-    });
+    let child = spawn_stalled(job(&stalling.url()), &stalling, &input, &output);
     let sent = Instant::now();
     send_signal(&child, libc::SIGTERM);
     let outcome = finish(child, sent);
@@ -238,9 +231,7 @@ fn a_stop_while_writing_leaves_a_temporary_file_that_the_rerun_removes() {
 /// is large, and the run is repeated larger if the copy won the race.
 #[test]
 fn a_stop_during_the_copy_into_place_leaves_no_half_written_output() {
-    let dir = TempDir::new("fuse-stop");
-    let (backing, stage) = (dir.join("backing"), dir.join("stage"));
-    let Some(_mount) = Mount::new(&backing, &stage) else {
+    let Some((dir, backing, stage, _mount)) = Mount::in_temp_dir("fuse-stop") else {
         return;
     };
     let server = serve_echo("Bob");

@@ -6,8 +6,8 @@ use std::env;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::{self, Number, Value};
 
-use super::{ChildGuard, assert_success, repo_root, run_with_timeout, skip_unless_ci};
+use super::job::Job;
+use super::{ChildGuard, assert_success, repo_root, run_with_timeout, skip_unless_ci, wait_until};
 
 /// A request as a test server saw it.
 #[derive(Debug, Clone)]
@@ -134,6 +135,21 @@ pub fn serve_three_then_stall() -> Server {
         0..=2 => echo("Bob", request),
         _ => Reply::json(200, "").after(Duration::from_secs(30)),
     })
+}
+
+/// Starts `job` on `input`, into `output` in batches of 10, against a
+/// server of `serve_three_then_stall`, and returns it once its fourth
+/// request has arrived: stalled mid-way, its output being written.
+pub fn spawn_stalled(job: Job, stalling: &Server, input: &Path, output: &Path) -> Child {
+    let child = job
+        .env("INPUT_FILE", input)
+        .env("OUTPUT_FILE", output)
+        .env("BATCH_SIZE", "10")
+        .spawn();
+    wait_until("the job's fourth request", || {
+        stalling.requests().len() >= 4
+    });
+    child
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 that answers every request with `handler`
